@@ -1,0 +1,45 @@
+# metcd's commands. `just` lists them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# One target directory outside the clone, so RocksDB's C++ is built once per
+# machine, not once per checkout.
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME") / ".cache/metcd/target")
+
+default:
+    @just --list
+
+# Install what the build needs on a Debian-like machine (idempotent): clang and libclang for rocksdb's bindings, mdbook for the book.
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    missing=()
+    for pkg in clang libclang-dev; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "setup: installing ${missing[*]}"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+    else
+        echo "setup: clang and libclang already installed"
+    fi
+    if command -v mdbook >/dev/null 2>&1; then
+        echo "setup: mdbook already installed ($(mdbook --version))"
+    else
+        echo "setup: installing mdbook"
+        cargo install --locked mdbook
+    fi
+    echo "setup: done; the first build compiles RocksDB's C++ (about 15 minutes on 2 cores) into $CARGO_TARGET_DIR"
+
+# Everything CI checks: formatting, lints, every test (conformance, property, crash, harness, cluster), the book.
+test:
+    cargo fmt --all -- --check
+    cargo clippy --release --workspace --all-targets -- -D warnings
+    cargo test --release --workspace
+    bash book/check.sh
+
+# Criterion micro-benchmarks of single engine operations (optionally a filter such as `redb/100B`).
+bench-micro *FILTER:
+    cargo bench -p engines --bench engine_ops -- {{FILTER}}
