@@ -327,6 +327,89 @@ mod cases {
     }
 }
 
+/// Every regular file under `dir` except metcd's own marker and lock.
+fn engine_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if !matches!(
+                path.file_name().and_then(|n| n.to_str()),
+                Some("ENGINE") | Some("LOCK")
+            ) {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+mod corruption {
+    use super::*;
+
+    /// Overwrites every engine file with pseudo-random bytes of the same
+    /// length. Opening must then fail with a clear error: never a panic, and
+    /// never a silent success that starts from an empty (or partial) store
+    /// as if nothing had been written.
+    pub fn garbage_files_are_errors(kind: EngineKind) {
+        if !kind.is_durable() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let engine = open(kind, dir.path());
+            for i in 0..200u32 {
+                engine
+                    .put(
+                        format!("c{i:04}").as_bytes(),
+                        &[7u8; 100],
+                        WriteOptions::BUFFERED,
+                    )
+                    .unwrap();
+            }
+            engine.sync().unwrap();
+        }
+        let mut state = 0x9e3779b97f4a7c15u64;
+        for file in engine_files(dir.path()) {
+            let len = std::fs::metadata(&file).unwrap().len() as usize;
+            let garbage: Vec<u8> = (0..len.max(64))
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            std::fs::write(&file, garbage).unwrap();
+        }
+        let outcome =
+            std::panic::catch_unwind(|| match engines::open(kind, dir.path(), &options()) {
+                Err(e) => Err(e.to_string()),
+                Ok(engine) => {
+                    let reads = (0..200u32)
+                        .map(|i| engine.get(format!("c{i:04}").as_bytes()))
+                        .filter(|r| matches!(r, Ok(Some(v)) if v == &[7u8; 100]))
+                        .count();
+                    Ok(reads)
+                }
+            });
+        match outcome {
+            Err(_) => panic!("{kind}: a corrupt directory made the engine panic"),
+            Ok(Err(message)) => {
+                println!("{kind}: corrupt directory refused: {message}");
+                assert!(!message.is_empty());
+            }
+            Ok(Ok(intact)) => panic!(
+                "{kind}: opened a directory of garbage without an error (serving {intact} of the old values)"
+            ),
+        }
+    }
+}
+
 /// One operation of the property test's random sequences.
 #[derive(Debug, Clone)]
 enum Op {
@@ -438,6 +521,7 @@ macro_rules! conformance {
             #[test] fn export_import_round_trip() { cases::export_import_round_trip($kind) }
             #[test] fn reopen_persists() { cases::reopen_persists($kind) }
             #[test] fn directory_rules() { cases::directory_rules($kind) }
+            #[test] fn garbage_files_are_errors() { corruption::garbage_files_are_errors($kind) }
             proptest! {
                 #![proptest_config(ProptestConfig { cases: $cases, ..ProptestConfig::default() })]
                 #[test]

@@ -66,7 +66,7 @@ fn child_writer() {
     out.flush().unwrap();
     let mut seq = first;
     loop {
-        if seq % 5 == 0 {
+        if seq.is_multiple_of(5) {
             // A batch of three, acknowledged together.
             let mut batch = WriteBatch::new();
             for s in seq..seq + 3 {
