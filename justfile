@@ -40,6 +40,26 @@ test:
     cargo test --release --workspace
     bash book/check.sh
 
+# The main job: run workloads on engines (default: read-heavy and write-heavy on all six) into results/<UTC time>/. Example: just bench ycsb-a redb,bitcask
+bench WORKLOADS="default" ENGINES="all" *ARGS:
+    cargo run --release -p workloads --bin workbench -- run {{WORKLOADS}} --engines {{ENGINES}} {{ARGS}}
+
+# Re-run the committed reference run into results/reference/ (run it on a quiet machine).
+bench-reference:
+    cargo run --release -p workloads --bin workbench -- run default --engines all --out results/reference
+
+# Redraw the plots and tables of a run from its JSON, e.g. just bench-plot results/reference
+bench-plot RUN:
+    cargo run --release -p workloads --bin workbench -- plot {{RUN}}
+
+# Measure the harness (no-op target) and the Engine trait's cost against redb's and rocksdb's own APIs.
+bench-overhead:
+    cargo run --release -p workloads --bin workbench -- overhead --out results/overhead
+
+# List the workload specs and engines.
+bench-list:
+    cargo run --release -p workloads --bin workbench -- list
+
 # Criterion micro-benchmarks of single engine operations (optionally a filter such as `redb/100B`).
 bench-micro *FILTER:
     cargo bench -p engines --bench engine_ops -- {{FILTER}}

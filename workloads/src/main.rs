@@ -1,0 +1,239 @@
+//! `workbench`: run workloads against the storage engines, redraw plots,
+//! list what exists, and measure the harness's own overhead.
+//!
+//! Everything is checked before anything runs: workload names and spec
+//! files, engine names, overrides, and that the results directory is
+//! writable. Results go to `results/<UTC timestamp>/` unless `--out` says
+//! otherwise; see `results/README.md` for the layout and schema.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use engines::{EngineKind, EngineOptions};
+use workloads::overhead::{self, OverheadConfig};
+use workloads::report::write_reports;
+use workloads::results::run_directory_name;
+use workloads::spec::{self, DurabilityMode, Overrides};
+use workloads::suite::Suite;
+
+#[derive(Parser)]
+#[command(
+    name = "workbench",
+    version,
+    about = "Storage-engine workloads with HdrHistogram latencies, JSON results and SVG plots"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run workloads on engines: load phase, measured run phase, results and plots.
+    Run(RunArgs),
+    /// Redraw every plot, summary.md and index.md of a run directory from its JSON.
+    Plot {
+        /// A run directory, e.g. results/reference.
+        run_dir: PathBuf,
+    },
+    /// List the built-in workloads and the engines.
+    List,
+    /// Measure the harness against a no-op target and the Engine trait's cost
+    /// (redb and rocksdb direct vs through `engines::open`).
+    Overhead(OverheadArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Comma-separated workloads: built-in names (see `workbench list`),
+    /// `default` (read-heavy, write-heavy), `all`, or paths to .toml specs or
+    /// YCSB property files.
+    #[arg(default_value = "default")]
+    workloads: String,
+    /// Comma-separated engines, or `all`.
+    #[arg(long, short, default_value = "all")]
+    engines: String,
+    /// Run directory for results [default: results/<UTC timestamp>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Where each (workload, engine) gets a fresh temporary directory,
+    /// removed after its run [default: the system temporary directory].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Records written by the load phase.
+    #[arg(long)]
+    records: Option<u64>,
+    /// Measured operations of the run phase (replaces the spec's duration).
+    #[arg(long, conflicts_with = "duration")]
+    operations: Option<u64>,
+    /// Measured seconds of the run phase (replaces the spec's operation count).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Warm-up seconds, executed but not measured.
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Client threads.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Open loop: target operations per second over all threads (latency
+    /// measured from each request's intended start).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seed of all random choices (thread i uses seed + i).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Durability of run-phase writes: sync, batched or none.
+    #[arg(long, value_parser = parse_durability)]
+    durability: Option<DurabilityMode>,
+    /// Batched mode: writes per thread between syncs.
+    #[arg(long)]
+    batch_ops: Option<u64>,
+    /// Batched mode: milliseconds after which the next write syncs.
+    #[arg(long)]
+    batch_ms: Option<u64>,
+    /// Engine cache size in MiB (redb, sled, rocksdb, fjall).
+    #[arg(long)]
+    cache_mib: Option<u64>,
+}
+
+#[derive(Args)]
+struct OverheadArgs {
+    /// Output directory for overhead.json and overhead.md.
+    #[arg(long, default_value = "results/overhead")]
+    out: PathBuf,
+    /// Where redb and rocksdb get their temporary directories.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Seconds of each no-op harness run.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Records loaded into redb and rocksdb.
+    #[arg(long, default_value_t = 100_000)]
+    records: u64,
+    /// Reads per round.
+    #[arg(long, default_value_t = 300_000)]
+    reads: usize,
+    /// Buffered writes per round.
+    #[arg(long, default_value_t = 10_000)]
+    writes: usize,
+    /// Rounds of (direct, trait) per engine.
+    #[arg(long, default_value_t = 7)]
+    rounds: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 1000)]
+    value_size: usize,
+}
+
+fn parse_durability(text: &str) -> std::result::Result<DurabilityMode, String> {
+    text.parse()
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(args) => run_suite(args),
+        Command::Plot { run_dir } => {
+            write_reports(&run_dir).with_context(|| format!("redrawing {}", run_dir.display()))?;
+            println!(
+                "redrew plots, summaries and index.md in {}",
+                run_dir.display()
+            );
+            Ok(())
+        }
+        Command::List => {
+            println!("workloads (built in, from workloads/specs/):");
+            for s in spec::built_in_specs()? {
+                println!("  {:<12} {}", s.name, s.description);
+            }
+            println!("  {:<12} {}", "default", spec::DEFAULT_SUITE.join(" + "));
+            println!("  {:<12} every built-in workload", "all");
+            println!(
+                "  or a path to a .toml spec or a YCSB property file (e.g. workloads/specs/ycsb/workloada)"
+            );
+            println!("\nengines:");
+            for kind in EngineKind::ALL {
+                println!("  {:<12} {}", kind.name(), kind.design());
+            }
+            Ok(())
+        }
+        Command::Overhead(args) => {
+            if !(args.seconds.is_finite() && args.seconds > 0.0)
+                || args.rounds == 0
+                || args.records == 0
+            {
+                bail!("--seconds must be positive and --rounds and --records at least 1");
+            }
+            overhead::run(&OverheadConfig {
+                out_dir: args.out,
+                data_dir: args.data_dir.unwrap_or_else(std::env::temp_dir),
+                harness_seconds: args.seconds,
+                records: args.records,
+                reads: args.reads.max(1),
+                writes: args.writes.max(1),
+                rounds: args.rounds,
+                value_size: args.value_size,
+                seed: 42,
+            })?;
+            Ok(())
+        }
+    }
+}
+
+fn run_suite(args: RunArgs) -> Result<()> {
+    let mut specs = spec::resolve_list(&args.workloads)?;
+    let engines = EngineKind::parse_list(&args.engines)?;
+    let overrides = Overrides {
+        record_count: args.records,
+        operation_count: args.operations,
+        duration_secs: args.duration,
+        warmup_secs: args.warmup,
+        threads: args.threads,
+        rate: args.rate,
+        seed: args.seed,
+        durability: args.durability,
+        batch_ops: args.batch_ops,
+        batch_ms: args.batch_ms,
+    };
+    for spec in &mut specs {
+        overrides.apply(spec)?;
+    }
+    let mut engine_options = EngineOptions::default();
+    if let Some(mib) = args.cache_mib {
+        engine_options.cache_bytes = mib << 20;
+    }
+    let out_dir = args
+        .out
+        .unwrap_or_else(|| PathBuf::from("results").join(run_directory_name(SystemTime::now())));
+    let suite = Suite {
+        specs,
+        engines,
+        out_dir: out_dir.clone(),
+        data_dir: args.data_dir.unwrap_or_else(std::env::temp_dir),
+        engine_options,
+    };
+    let failures = suite.run()?;
+    println!("results: {}", out_dir.join("index.md").display());
+    if !failures.is_empty() {
+        for f in &failures {
+            eprintln!("failed: {} on {}: {}", f.workload, f.engine, f.error);
+        }
+        bail!(
+            "{} of the runs failed; the others are in {}",
+            failures.len(),
+            out_dir.display()
+        );
+    }
+    Ok(())
+}
