@@ -289,6 +289,18 @@ pub trait Engine: Send + Sync {
     /// Key count, logical size, size on disk and reclaimable bytes.
     fn status(&self) -> Result<EngineStatus>;
 
+    /// Calls `visit` with the value stored under `key` (or `None`), lending
+    /// it where the engine can instead of copying it into a new `Vec`: a
+    /// pinned block for rocksdb, a page guard for redb, the map's own bytes
+    /// for memory. Callers that only inspect a value (the workload harness,
+    /// a checksum, a comparison) read through this to measure the engine,
+    /// not the allocator; the default copies through [`Engine::get`].
+    fn get_with(&self, key: &[u8], visit: &mut dyn FnMut(Option<&[u8]>)) -> Result<()> {
+        let value = self.get(key)?;
+        visit(value.as_deref());
+        Ok(())
+    }
+
     /// Up to `limit` pairs whose keys start with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<Pair>> {
         self.scan(&KeyRange::prefix(prefix), limit)

@@ -41,6 +41,14 @@ mod cases {
         engine.put(b"k1", b"v1", WriteOptions::BUFFERED).unwrap();
         engine.put(b"k2", b"v2", WriteOptions::SYNC).unwrap();
         assert_eq!(engine.get(b"k1").unwrap().as_deref(), Some(&b"v1"[..]));
+        let mut lent = Vec::new();
+        engine
+            .get_with(b"k1", &mut |v| lent.push(v.map(<[u8]>::to_vec)))
+            .unwrap();
+        engine
+            .get_with(b"missing", &mut |v| lent.push(v.map(<[u8]>::to_vec)))
+            .unwrap();
+        assert_eq!(lent, vec![Some(b"v1".to_vec()), None], "{kind}: get_with");
         assert_eq!(engine.get(b"k2").unwrap().as_deref(), Some(&b"v2"[..]));
         engine.delete(b"k1", WriteOptions::BUFFERED).unwrap();
         assert_eq!(engine.get(b"k1").unwrap(), None);

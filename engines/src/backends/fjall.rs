@@ -73,6 +73,17 @@ impl Engine for FjallEngine {
         Ok(self.kv.get(key).map_err(err)?.map(|v| v.to_vec()))
     }
 
+    fn get_with(&self, key: &[u8], visit: &mut dyn FnMut(Option<&[u8]>)) -> Result<()> {
+        if check_key(key).is_err() {
+            visit(None);
+            return Ok(());
+        }
+        // fjall hands out a reference-counted slice: lending it is free.
+        let value = self.kv.get(key).map_err(err)?;
+        visit(value.as_deref());
+        Ok(())
+    }
+
     fn put(&self, key: &[u8], value: &[u8], options: WriteOptions) -> Result<()> {
         check_key(key)?;
         self.kv.insert(key, value).map_err(err)?;

@@ -52,6 +52,11 @@ impl Engine for MemoryEngine {
         Ok(self.read().get(key).cloned())
     }
 
+    fn get_with(&self, key: &[u8], visit: &mut dyn FnMut(Option<&[u8]>)) -> Result<()> {
+        visit(self.read().get(key).map(Vec::as_slice));
+        Ok(())
+    }
+
     fn put(&self, key: &[u8], value: &[u8], _options: WriteOptions) -> Result<()> {
         check_key(key)?;
         self.write().insert(key.to_vec(), value.to_vec());

@@ -88,6 +88,14 @@ impl Engine for RedbEngine {
         Ok(table.get(key).map_err(err)?.map(|v| v.value().to_vec()))
     }
 
+    fn get_with(&self, key: &[u8], visit: &mut dyn FnMut(Option<&[u8]>)) -> Result<()> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let table = tx.open_table(TABLE).map_err(err)?;
+        let guard = table.get(key).map_err(err)?;
+        visit(guard.as_ref().map(|v| v.value()));
+        Ok(())
+    }
+
     fn put(&self, key: &[u8], value: &[u8], options: WriteOptions) -> Result<()> {
         check_key(key)?;
         self.write(options, |t| t.insert(key, value).map(|_| ()).map_err(err))

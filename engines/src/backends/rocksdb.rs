@@ -88,6 +88,12 @@ impl Engine for RocksdbEngine {
         Ok(self.db.get_pinned(key).map_err(err)?.map(|v| v.to_vec()))
     }
 
+    fn get_with(&self, key: &[u8], visit: &mut dyn FnMut(Option<&[u8]>)) -> Result<()> {
+        let pinned = self.db.get_pinned(key).map_err(err)?;
+        visit(pinned.as_deref());
+        Ok(())
+    }
+
     fn put(&self, key: &[u8], value: &[u8], options: WriteOptions) -> Result<()> {
         check_key(key)?;
         self.db

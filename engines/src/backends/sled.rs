@@ -84,6 +84,12 @@ impl Engine for SledEngine {
         Ok(self.db.get(key).map_err(err)?.map(|v| v.to_vec()))
     }
 
+    fn get_with(&self, key: &[u8], visit: &mut dyn FnMut(Option<&[u8]>)) -> Result<()> {
+        let value = self.db.get(key).map_err(err)?;
+        visit(value.as_deref());
+        Ok(())
+    }
+
     fn put(&self, key: &[u8], value: &[u8], options: WriteOptions) -> Result<()> {
         check_key(key)?;
         self.db.insert(key, value).map_err(err)?;
