@@ -60,6 +60,10 @@ bench-overhead:
 bench-list:
     cargo run --release -p workloads --bin workbench -- list
 
+# Start a local 3-node metcd cluster (clients on 127.0.0.1:13379, 23379, 33379) on an engine; Ctrl-C stops all three.
+cluster engine="memory":
+    cluster/scripts/local-cluster.sh {{engine}}
+
 # Criterion micro-benchmarks of single engine operations (optionally a filter such as `redb/100B`).
 bench-micro *FILTER:
     cargo bench -p engines --bench engine_ops -- {{FILTER}}

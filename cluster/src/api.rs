@@ -1,0 +1,607 @@
+//! The client HTTP API: what `curl` and `metcdctl` talk to.
+//!
+//! ```text
+//! PUT    /<key>            body = value  -> 204 once committed and applied
+//! GET    /<key>                          -> 200 raw value bytes, 404 if absent
+//! DELETE /<key>                          -> 204 once committed and applied
+//! /kv/<key>                              -> the same, for keys that start with "-/" or "kv/"
+//! GET    /-/health                       -> 200 {"health":true,...} when a leader is known, else 503
+//! GET    /-/status                       -> id, role, leader, term, commit/applied index, members, WAL fsyncs
+//! GET    /-/members                      -> the members and their addresses
+//! POST   /-/members                      -> add: {"id":4,"peer":"127.0.0.1:43380","client":"127.0.0.1:43379","learner":true}
+//! POST   /-/members/<id>/promote         -> promote a learner to voter
+//! DELETE /-/members/<id>                 -> remove a member
+//! ```
+//!
+//! # Write path
+//!
+//! A write reaching a follower is answered with `307 Temporary Redirect` to
+//! the same path on the leader's client address, so `curl -L` re-sends it
+//! (body included) there. On the leader the body is read (bounded in size
+//! and time), handed to the Raft thread as a proposal, and the handler waits
+//! until the entry is committed by a quorum, fsynced in the WAL on a quorum,
+//! and applied to the engine here. Only then is 204 returned, with the
+//! cluster revision in `X-Metcd-Revision`.
+//!
+//! # Read path
+//!
+//! By default a GET is linearizable: the Raft thread obtains a read index
+//! (a quorum confirms the leader; followers ask the leader), waits until it
+//! has applied that index, and the value is then read from the local engine,
+//! so a follower serves reads that reflect every write acknowledged before
+//! the read began. `?consistency=serializable` skips that and reads the
+//! local engine at once (fast, possibly stale).
+//!
+//! # Errors and limits
+//!
+//! Every error has a JSON body `{"error": "..."}`. An empty key is 400, a
+//! value over 1.5 MiB (etcd's request limit) is 413, a body that does not
+//! arrive within the body timeout is 408 and the connection is closed, and
+//! when no leader is known or the cluster cannot commit within the request
+//! timeout (quorum lost) the answer is 503 with `Retry-After`. A membership
+//! change that makes no sense (adding an existing member, promoting a voter)
+//! or arrives while another is still being applied is 409.
+
+// Helpers return a ready error `Response` as their `Err`, the idiom of axum
+// handlers; it is large, but it is built once per failed request.
+#![allow(clippy::result_large_err)]
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use crate::node::{MemberChange, NodeHandle, NodeStatus, Request, WriteError, WriteReply};
+use crate::state_machine::{Command, Member, StateMachine};
+
+/// etcd's default maximum request size.
+pub const MAX_VALUE_BYTES: usize = 1536 * 1024;
+/// Keys longer than this are refused (etcd has no hard key limit, but a key
+/// is not a value).
+pub const MAX_KEY_BYTES: usize = 4096;
+
+/// Limits of the API.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiConfig {
+    /// How long a write or a linearizable read may wait for the cluster.
+    pub request_timeout: Duration,
+    /// How long a client may take to send its request body.
+    pub body_timeout: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            request_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Api {
+    node: NodeHandle,
+    config: ApiConfig,
+}
+
+/// The router of one node.
+pub fn router(node: NodeHandle, config: ApiConfig) -> Router {
+    Router::new()
+        .route("/-/health", get(health))
+        .route("/-/status", get(status))
+        .route("/-/members", get(list_members).post(add_member))
+        .route("/-/members/{id}", any(remove_member))
+        .route("/-/members/{id}/promote", post(promote_member))
+        .route("/", any(key_handler))
+        .fallback(key_handler)
+        .with_state(Api { node, config })
+}
+
+/// A JSON error response.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": message.into() });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn unavailable(message: impl Into<String>) -> Response {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+/// The answer for a request that only the leader can serve.
+fn redirect_to_leader(api: &Api, leader: Option<u64>, uri: &Uri) -> Response {
+    let Some(leader) = leader.filter(|l| *l != 0) else {
+        return unavailable(
+            "no leader is known (election in progress or quorum lost); retry shortly",
+        );
+    };
+    let Some(member) = api.node.member(leader) else {
+        return unavailable(format!(
+            "leader {leader} has no known client address yet; retry shortly"
+        ));
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("http://{}{}", member.client, path);
+    let mut response = json(
+        StatusCode::TEMPORARY_REDIRECT,
+        serde_json::json!({ "error": format!("node {} is not the leader; the leader is {leader}", api.node.id), "leader": leader }),
+    );
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// Sends `request` to the Raft thread and waits for its answer within the
+/// request timeout.
+async fn ask<T>(api: &Api, request: Request, answer: oneshot::Receiver<T>) -> Result<T, Response> {
+    if api.node.requests.send(request).is_err() {
+        return Err(unavailable("this node is shutting down"));
+    }
+    match tokio::time::timeout(api.config.request_timeout, answer).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(_)) => Err(unavailable(
+            "the request was dropped (leadership changed?); retry",
+        )),
+        Err(_) => Err(unavailable(format!(
+            "the cluster did not answer within {} ms (quorum lost?); a write may still be applied later",
+            api.config.request_timeout.as_millis()
+        ))),
+    }
+}
+
+async fn health(State(api): State<Api>) -> Response {
+    let view = api.node.view();
+    let body =
+        serde_json::json!({ "health": view.leader != 0, "id": api.node.id, "leader": view.leader });
+    if view.leader != 0 {
+        json(StatusCode::OK, body)
+    } else {
+        let mut response = json(StatusCode::SERVICE_UNAVAILABLE, body);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+    }
+}
+
+async fn node_status(api: &Api) -> Result<NodeStatus, Response> {
+    let (reply, answer) = oneshot::channel();
+    ask(api, Request::Status { reply }, answer).await
+}
+
+async fn status(State(api): State<Api>) -> Response {
+    match node_status(&api).await {
+        Ok(status) => json(
+            StatusCode::OK,
+            serde_json::to_value(status).unwrap_or_default(),
+        ),
+        Err(response) => response,
+    }
+}
+
+async fn list_members(State(api): State<Api>) -> Response {
+    match node_status(&api).await {
+        Ok(status) => json(
+            StatusCode::OK,
+            serde_json::json!({ "leader": status.leader, "members": status.members, "voters": status.voters, "learners": status.learners }),
+        ),
+        Err(response) => response,
+    }
+}
+
+fn write_outcome(api: &Api, uri: &Uri, reply: WriteReply) -> Response {
+    match reply {
+        Ok(applied) => {
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            response
+                .headers_mut()
+                .insert("x-metcd-revision", HeaderValue::from(applied.revision));
+            response
+        }
+        Err(WriteError::NotLeader { leader }) => redirect_to_leader(api, leader, uri),
+        Err(WriteError::Rejected(message)) => error(StatusCode::CONFLICT, message),
+        Err(WriteError::Unavailable(message)) => unavailable(message),
+    }
+}
+
+async fn change_membership(api: &Api, uri: &Uri, change: MemberChange) -> Response {
+    let view = api.node.view();
+    if !view.is_leader {
+        return redirect_to_leader(api, Some(view.leader), uri);
+    }
+    let (reply, answer) = oneshot::channel();
+    match ask(api, Request::ChangeMembership { change, reply }, answer).await {
+        Ok(outcome) => write_outcome(api, uri, outcome),
+        Err(response) => response,
+    }
+}
+
+#[derive(Deserialize)]
+struct AddMember {
+    id: u64,
+    peer: String,
+    client: String,
+    #[serde(default)]
+    learner: bool,
+}
+
+async fn add_member(State(api): State<Api>, uri: Uri, body: Body) -> Response {
+    let bytes = match read_body(&api, &HeaderMap::new(), body).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
+    let request: AddMember = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "expected JSON {{\"id\":4,\"peer\":\"127.0.0.1:43380\",\"client\":\"127.0.0.1:43379\",\"learner\":false}}: {err}"
+                ),
+            );
+        }
+    };
+    for (what, address) in [("peer", &request.peer), ("client", &request.client)] {
+        if address.parse::<std::net::SocketAddr>().is_err() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{what} address {address:?} is not host:port with a numeric IP, e.g. 127.0.0.1:43380"
+                ),
+            );
+        }
+    }
+    if request.id == 0 {
+        return error(StatusCode::BAD_REQUEST, "member id must be 1 or more");
+    }
+    let member = Member {
+        id: request.id,
+        peer: request.peer,
+        client: request.client,
+        learner: request.learner,
+    };
+    let change = if request.learner {
+        MemberChange::AddLearner(member)
+    } else {
+        MemberChange::AddVoter(member)
+    };
+    change_membership(&api, &uri, change).await
+}
+
+fn parse_id(raw: &str) -> Result<u64, Response> {
+    raw.parse::<u64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("member id {raw:?} is not a positive integer"),
+        )
+    })
+}
+
+async fn remove_member(
+    State(api): State<Api>,
+    method: Method,
+    uri: Uri,
+    Path(id): Path<String>,
+) -> Response {
+    if method != Method::DELETE {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use DELETE /-/members/<id> to remove a member",
+        );
+    }
+    match parse_id(&id) {
+        Ok(id) => change_membership(&api, &uri, MemberChange::Remove(id)).await,
+        Err(response) => response,
+    }
+}
+
+async fn promote_member(State(api): State<Api>, uri: Uri, Path(id): Path<String>) -> Response {
+    match parse_id(&id) {
+        Ok(id) => change_membership(&api, &uri, MemberChange::Promote(id)).await,
+        Err(response) => response,
+    }
+}
+
+/// Percent-decodes a path segment; `None` if it is not valid.
+fn percent_decode(raw: &str) -> Option<Vec<u8>> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// The user key a path names: everything after `/`, or after `/kv/`.
+fn key_of(uri: &Uri) -> Result<Vec<u8>, Response> {
+    let path = uri.path();
+    let raw = path
+        .strip_prefix("/kv/")
+        .or_else(|| path.strip_prefix('/'))
+        .unwrap_or(path);
+    if path.starts_with("/-/") {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "{path} is not an API path; keys starting with \"-/\" are reached as /kv/-/..."
+            ),
+        ));
+    }
+    let key = percent_decode(raw).ok_or_else(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("path {path:?} has a malformed %-escape"),
+        )
+    })?;
+    if key.is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "empty key: use /<key> or /kv/<key> with a non-empty key",
+        ));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "key of {} bytes is longer than the {MAX_KEY_BYTES}-byte limit",
+                key.len()
+            ),
+        ));
+    }
+    Ok(key)
+}
+
+fn too_large(size: impl std::fmt::Display) -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "value of {size} bytes is larger than the limit of {MAX_VALUE_BYTES} bytes (1.5 MiB)"
+        ),
+    )
+}
+
+/// A body larger than the limit is still read (and discarded) up to this
+/// size, so the client, still sending, receives the 413 instead of a reset
+/// connection; beyond it the connection is simply closed.
+const DRAIN_LIMIT: u64 = 16 << 20;
+
+enum BodyFailure {
+    TooLarge(u64),
+    Read(String),
+}
+
+/// Reads the whole body, keeping at most [`MAX_VALUE_BYTES`].
+async fn collect_limited(mut body: Body) -> Result<Bytes, BodyFailure> {
+    let mut kept = Vec::new();
+    let mut total: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyFailure::Read(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len() as u64;
+        if total <= MAX_VALUE_BYTES as u64 {
+            kept.extend_from_slice(&data);
+        } else if total > DRAIN_LIMIT {
+            return Err(BodyFailure::TooLarge(total));
+        }
+    }
+    if total > MAX_VALUE_BYTES as u64 {
+        return Err(BodyFailure::TooLarge(total));
+    }
+    Ok(Bytes::from(kept))
+}
+
+/// Reads a request body of at most [`MAX_VALUE_BYTES`] within the body
+/// timeout.
+async fn read_body(api: &Api, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    let closing = |mut response: Response| {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    };
+    if let Some(length) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && length > DRAIN_LIMIT
+    {
+        return Err(closing(too_large(length)));
+    }
+    match tokio::time::timeout(api.config.body_timeout, collect_limited(body)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(BodyFailure::TooLarge(size))) => Err(closing(too_large(if size > DRAIN_LIMIT {
+            format!("more than {DRAIN_LIMIT}")
+        } else {
+            size.to_string()
+        }))),
+        Ok(Err(BodyFailure::Read(err))) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("could not read the request body: {err}"),
+        )),
+        Err(_) => Err(closing(error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} ms",
+                api.config.body_timeout.as_millis()
+            ),
+        ))),
+    }
+}
+
+/// The `consistency` query parameter, if given.
+fn consistency_of(uri: &Uri) -> Option<String> {
+    uri.query()?
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(name, _)| *name == "consistency")
+        .map(|(_, value)| value.to_string())
+}
+
+async fn key_handler(
+    State(api): State<Api>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let key = match key_of(&uri) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    match method {
+        Method::GET | Method::HEAD => read_key(&api, key, consistency_of(&uri)).await,
+        Method::PUT | Method::POST => {
+            let view = api.node.view();
+            if !view.is_leader {
+                return redirect_to_leader(&api, Some(view.leader), &uri);
+            }
+            let value = match read_body(&api, &headers, body).await {
+                Ok(bytes) => bytes.to_vec(),
+                Err(response) => return response,
+            };
+            let command = Command::Put {
+                request: 0,
+                key,
+                value,
+            };
+            propose(&api, &uri, command).await
+        }
+        Method::DELETE => {
+            let view = api.node.view();
+            if !view.is_leader {
+                return redirect_to_leader(&api, Some(view.leader), &uri);
+            }
+            propose(&api, &uri, Command::Delete { request: 0, key }).await
+        }
+        other => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {other} is not supported on keys; use GET, PUT or DELETE"),
+        ),
+    }
+}
+
+// ANCHOR: http_write
+async fn propose(api: &Api, uri: &Uri, command: Command) -> Response {
+    let (reply, answer) = oneshot::channel();
+    match ask(api, Request::Propose { command, reply }, answer).await {
+        Ok(outcome) => write_outcome(api, uri, outcome),
+        Err(response) => response,
+    }
+}
+// ANCHOR_END: http_write
+
+async fn read_key(api: &Api, key: Vec<u8>, consistency: Option<String>) -> Response {
+    match consistency.as_deref() {
+        None | Some("linearizable") => {
+            let (reply, answer) = oneshot::channel();
+            match ask(api, Request::ReadIndex { reply }, answer).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    return unavailable(
+                        "no leader is known, so a linearizable read is impossible; retry or use ?consistency=serializable",
+                    );
+                }
+                Err(response) => return response,
+            }
+        }
+        Some("serializable") => {}
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "consistency {other:?} is not known; use linearizable (default) or serializable"
+                ),
+            );
+        }
+    }
+    match StateMachine::get(api.node.engine.as_ref(), &key) {
+        Ok(Some(record)) => {
+            let mut response = (StatusCode::OK, record.value).into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            headers.insert(
+                "x-metcd-mod-revision",
+                HeaderValue::from(record.mod_revision),
+            );
+            headers.insert(
+                "x-metcd-create-revision",
+                HeaderValue::from(record.create_revision),
+            );
+            headers.insert("x-metcd-version", HeaderValue::from(record.version));
+            response
+        }
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("key not found: {}", String::from_utf8_lossy(&key)),
+        ),
+        Err(err) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reading the engine: {err}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_taken_from_the_path() {
+        let key = |p: &str| key_of(&p.parse::<Uri>().unwrap()).ok();
+        assert_eq!(key("/hello"), Some(b"hello".to_vec()));
+        assert_eq!(key("/kv/-/status"), Some(b"-/status".to_vec()));
+        assert_eq!(key("/a%20b?x=1"), Some(b"a b".to_vec()));
+        assert_eq!(key("/dir/sub"), Some(b"dir/sub".to_vec()));
+        assert_eq!(key("/"), None);
+        assert_eq!(key("/kv/"), None);
+        assert_eq!(key("/bad%zz"), None);
+        let consistency = |p: &str| consistency_of(&p.parse::<Uri>().unwrap());
+        assert_eq!(
+            consistency("/k?consistency=serializable").as_deref(),
+            Some("serializable")
+        );
+        assert_eq!(
+            consistency("/k?a=1&consistency=linearizable").as_deref(),
+            Some("linearizable")
+        );
+        assert_eq!(consistency("/k?a=1"), None);
+    }
+}

@@ -1,0 +1,284 @@
+//! A harness for integration tests: real `metcd` processes on loopback.
+//!
+//! Every node gets free ports and a directory in a temporary directory;
+//! processes are killed when the [`Cluster`] is dropped, so a failing test
+//! leaves nothing running. Waiting is always a bounded loop that gives up
+//! with a message naming what it waited for.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cluster::Client;
+use cluster::node::NodeStatus;
+
+/// A port no other node of this test process was given: the kernel may hand
+/// out a port again once its probe listener is closed, so ports already
+/// given out are remembered and skipped.
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    for _ in 0..100 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no unused port found in 100 tries");
+}
+
+pub struct Node {
+    pub id: u64,
+    pub client: String,
+    pub peer: String,
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+    pub joined: bool,
+}
+
+pub struct Cluster {
+    pub engine: String,
+    pub nodes: Vec<Node>,
+    pub extra: Vec<String>,
+    pub tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` nodes as a new cluster.
+    pub async fn start(n: u64, engine: &str, extra: &[&str]) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let nodes = (1..=n)
+            .map(|id| Node {
+                id,
+                client: format!("127.0.0.1:{}", free_port()),
+                peer: format!("127.0.0.1:{}", free_port()),
+                dir: tmp.path().join(format!("n{id}")),
+                child: None,
+                joined: false,
+            })
+            .collect();
+        let mut cluster = Cluster {
+            engine: engine.to_string(),
+            nodes,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            tmp,
+        };
+        for i in 0..n as usize {
+            cluster.spawn(i);
+        }
+        cluster.wait_leader().await;
+        cluster
+    }
+
+    fn index(&self, id: u64) -> usize {
+        self.nodes.iter().position(|n| n.id == id).unwrap()
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        &self.nodes[self.index(id)]
+    }
+
+    /// Starts (or restarts) the process of the node at `index`.
+    pub fn spawn(&mut self, index: usize) {
+        let initial_peers: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.joined)
+            .map(|n| format!("{}={}", n.id, n.peer))
+            .collect();
+        let initial_clients: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.joined)
+            .map(|n| format!("{}={}", n.id, n.client))
+            .collect();
+        let join_endpoints: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.joined && n.child.is_some())
+            .map(|n| n.client.clone())
+            .collect();
+        let node = &self.nodes[index];
+        std::fs::create_dir_all(&node.dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.dir.with_extension("log"))
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_metcd"));
+        command
+            .arg("--id")
+            .arg(node.id.to_string())
+            .arg("--engine")
+            .arg(&self.engine)
+            .arg("--data-dir")
+            .arg(&node.dir)
+            .arg("--listen-client")
+            .arg(&node.client)
+            .arg("--listen-peer")
+            .arg(&node.peer)
+            .args(&self.extra)
+            .env("RUST_LOG", "info,raft=warn")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if node.joined {
+            command.arg("--join").arg(join_endpoints.join(","));
+        } else {
+            command
+                .arg("--initial-cluster")
+                .arg(initial_peers.join(","))
+                .arg("--initial-cluster-clients")
+                .arg(initial_clients.join(","));
+        }
+        let child = command.spawn().unwrap();
+        self.nodes[index].child = Some(child);
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        let index = self.index(id);
+        self.spawn(index);
+    }
+
+    /// Adds a node record (not started) that will join the cluster.
+    pub fn add_joiner(&mut self, id: u64) -> (String, String) {
+        let node = Node {
+            id,
+            client: format!("127.0.0.1:{}", free_port()),
+            peer: format!("127.0.0.1:{}", free_port()),
+            dir: self.tmp.path().join(format!("n{id}")),
+            child: None,
+            joined: true,
+        };
+        let addresses = (node.peer.clone(), node.client.clone());
+        self.nodes.push(node);
+        addresses
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self, id: u64) {
+        let index = self.index(id);
+        if let Some(mut child) = self.nodes[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// A client over every running node.
+    pub fn client(&self) -> Client {
+        let endpoints: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.client.clone())
+            .collect();
+        Client::new(&endpoints)
+            .unwrap()
+            .with_timeout(Duration::from_secs(8))
+    }
+
+    /// A client of one node only.
+    pub fn client_of(&self, id: u64) -> Client {
+        Client::new(&[self.node(id).client.as_str()])
+            .unwrap()
+            .with_timeout(Duration::from_secs(8))
+    }
+
+    /// A client of one node for polling loops: one attempt, one second.
+    pub fn probe_of(&self, id: u64) -> Client {
+        Client::new(&[self.node(id).client.as_str()])
+            .unwrap()
+            .with_timeout(Duration::from_secs(1))
+            .with_retry(Duration::ZERO)
+    }
+
+    /// Status of one node; `None` if it does not answer within a second.
+    pub async fn status(&self, id: u64) -> Option<NodeStatus> {
+        self.probe_of(id)
+            .status_of(&self.node(id).client)
+            .await
+            .ok()
+    }
+
+    /// Waits until every running node agrees on one leader; returns it.
+    pub async fn wait_leader(&self) -> u64 {
+        let running = self.running();
+        eventually("a leader known to every running node", 200, || async {
+            let mut leader = None;
+            for id in &running {
+                let status = self.status(*id).await?;
+                if status.leader == 0 || leader.is_some_and(|l| l != status.leader) {
+                    return None;
+                }
+                leader = Some(status.leader);
+            }
+            leader.filter(|l| running.contains(l))
+        })
+        .await
+    }
+
+    /// Log of a node, for failure messages.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.node(id).dir.with_extension("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, at most `attempts`
+/// times; panics naming `what` otherwise.
+pub async fn eventually<T, F, Fut>(what: &str, attempts: usize, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    for _ in 0..attempts {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("gave up waiting for {what} after {attempts} attempts");
+}
+
+/// Waits until node `id` serves `key` = `value` from its local engine.
+pub async fn wait_value(cluster: &Cluster, id: u64, key: &str, value: &str) {
+    let client = cluster.probe_of(id);
+    eventually(&format!("node {id} to have {key}={value}"), 150, || async {
+        let got = client.get_serializable(key.as_bytes()).await.ok()??;
+        (got == value.as_bytes()).then_some(())
+    })
+    .await
+}
+
+/// Puts `key` = `value`, retrying while the cluster elects a leader.
+pub async fn put_retrying(client: &Client, key: &str, value: &str) {
+    eventually(&format!("put {key}"), 30, || async {
+        client.put(key.as_bytes(), value.as_bytes()).await.ok()
+    })
+    .await
+}
