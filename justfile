@@ -56,6 +56,11 @@ bench-plot RUN:
 bench-overhead:
     cargo run --release -p workloads --bin workbench -- overhead --out results/overhead
 
+# The metcd cluster workloads (cluster-put-1, cluster-put-64, cluster-get) on a 3-node cluster the harness starts, into results/cluster/.
+bench-cluster ENGINE="redb" *ARGS:
+    cargo build --release -p cluster -p workloads
+    cargo run --release -p workloads --bin workbench -- run cluster --target cluster --spawn-cluster {{ENGINE}} --out results/cluster {{ARGS}}
+
 # List the workload specs and engines.
 bench-list:
     cargo run --release -p workloads --bin workbench -- list

@@ -48,6 +48,9 @@ pub enum WorkloadError {
     #[error("{context}: {message}")]
     Results { context: String, message: String },
 
+    /// Starting, finding or reaching a metcd cluster.
+    #[error("metcd cluster: {0}")]
+    Cluster(String),
     #[error("plotting {plot}: {message}")]
     Plot { plot: String, message: String },
 }

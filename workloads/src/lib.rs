@@ -12,13 +12,15 @@
 //! spec (TOML / YCSB properties) ──► runner ──► Measurement ──► ResultDocument (JSON)
 //!        + command-line overrides      ▲                               │
 //!                                      │                    summary.md, index.md, SVG plots
-//!                           Target (engine, no-op, later a cluster)
+//!                           Target (engine, no-op, metcd cluster)
 //! ```
 //!
 //! * [`spec`]: what to run; validated before anything starts.
 //! * [`distribution`]: uniform, (scrambled) zipfian and latest key choice,
 //!   and the YCSB key format.
 //! * [`target`]: what the workload runs against.
+//! * [`cluster_target`]: the replicated metcd cluster as a target (a
+//!   running one, or three `metcd` processes the harness starts).
 //! * [`runner`]: load phase, then the measured run phase (closed or open
 //!   loop, warm-up excluded, durability policy applied).
 //! * [`machine`]: calibration of CPU, memory, kernel, filesystem and
@@ -40,6 +42,7 @@
 //! * Nothing is hard-coded: every figure in a result comes from the run
 //!   that wrote it.
 
+pub mod cluster_target;
 pub mod distribution;
 pub mod error;
 pub mod machine;

@@ -13,11 +13,12 @@ use std::time::SystemTime;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use engines::{EngineKind, EngineOptions};
+use workloads::cluster_target::locate_metcd;
 use workloads::overhead::{self, OverheadConfig};
 use workloads::report::write_reports;
 use workloads::results::run_directory_name;
-use workloads::spec::{self, DurabilityMode, Overrides};
-use workloads::suite::Suite;
+use workloads::spec::{self, DurabilityMode, Overrides, ReadConsistency};
+use workloads::suite::{ClusterChoice, Suite};
 
 #[derive(Parser)]
 #[command(
@@ -33,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run workloads on engines: load phase, measured run phase, results and plots.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Redraw every plot, summary.md and index.md of a run directory from its JSON.
     Plot {
         /// A run directory, e.g. results/reference.
@@ -97,6 +98,22 @@ struct RunArgs {
     /// Engine cache size in MiB (redb, sled, rocksdb, fjall).
     #[arg(long)]
     cache_mib: Option<u64>,
+    /// What to run against: `engines` (embedded, see --engines) or
+    /// `cluster` (metcd; needs --endpoints or --spawn-cluster).
+    #[arg(long, default_value = "engines", value_parser = ["engines", "cluster"])]
+    target: String,
+    /// With --target cluster: client endpoints of a running cluster,
+    /// comma separated (e.g. 127.0.0.1:13379,127.0.0.1:23379,127.0.0.1:33379).
+    /// Pass --data-dir on the cluster's disk so the calibration measures it.
+    #[arg(long, conflicts_with = "spawn_cluster")]
+    endpoints: Option<String>,
+    /// With --target cluster: start 3 metcd nodes of this engine (the
+    /// metcd binary next to workbench) under --data-dir for each workload.
+    #[arg(long)]
+    spawn_cluster: Option<String>,
+    /// Reads of a cluster: linearizable or serializable [default: the spec's].
+    #[arg(long, value_parser = parse_consistency)]
+    read_consistency: Option<ReadConsistency>,
 }
 
 #[derive(Args)]
@@ -127,6 +144,10 @@ struct OverheadArgs {
     value_size: usize,
 }
 
+fn parse_consistency(text: &str) -> std::result::Result<ReadConsistency, String> {
+    text.parse()
+}
+
 fn parse_durability(text: &str) -> std::result::Result<DurabilityMode, String> {
     text.parse()
 }
@@ -143,7 +164,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run(args) => run_suite(args),
+        Command::Run(args) => run_suite(*args),
         Command::Plot { run_dir } => {
             write_reports(&run_dir).with_context(|| format!("redrawing {}", run_dir.display()))?;
             println!(
@@ -158,7 +179,11 @@ fn run(cli: Cli) -> Result<()> {
                 println!("  {:<12} {}", s.name, s.description);
             }
             println!("  {:<12} {}", "default", spec::DEFAULT_SUITE.join(" + "));
-            println!("  {:<12} every built-in workload", "all");
+            println!("  {:<12} every built-in workload except cluster-*", "all");
+            println!(
+                "  {:<12} the cluster-* workloads (with --target cluster)",
+                "cluster"
+            );
             println!(
                 "  or a path to a .toml spec or a YCSB property file (e.g. workloads/specs/ycsb/workloada)"
             );
@@ -194,6 +219,22 @@ fn run(cli: Cli) -> Result<()> {
 fn run_suite(args: RunArgs) -> Result<()> {
     let mut specs = spec::resolve_list(&args.workloads)?;
     let engines = EngineKind::parse_list(&args.engines)?;
+    let cluster = match (args.target.as_str(), args.endpoints, args.spawn_cluster) {
+        ("cluster", Some(endpoints), None) => Some(ClusterChoice::Endpoints(
+            endpoints.split(',').map(|e| e.trim().to_string()).collect(),
+        )),
+        ("cluster", None, Some(engine)) => Some(ClusterChoice::Spawn {
+            engine: engine
+                .parse::<EngineKind>()
+                .map_err(|e| anyhow::anyhow!("--spawn-cluster: {e}"))?,
+            metcd: locate_metcd()?,
+        }),
+        ("cluster", _, _) => bail!(
+            "--target cluster needs --endpoints host:port,... (a running cluster) or --spawn-cluster ENGINE"
+        ),
+        (_, None, None) => None,
+        _ => bail!("--endpoints and --spawn-cluster need --target cluster"),
+    };
     let overrides = Overrides {
         record_count: args.records,
         operation_count: args.operations,
@@ -205,6 +246,7 @@ fn run_suite(args: RunArgs) -> Result<()> {
         durability: args.durability,
         batch_ops: args.batch_ops,
         batch_ms: args.batch_ms,
+        read_consistency: args.read_consistency,
     };
     for spec in &mut specs {
         overrides.apply(spec)?;
@@ -222,6 +264,7 @@ fn run_suite(args: RunArgs) -> Result<()> {
         out_dir: out_dir.clone(),
         data_dir: args.data_dir.unwrap_or_else(std::env::temp_dir),
         engine_options,
+        cluster,
     };
     let failures = suite.run()?;
     println!("results: {}", out_dir.join("index.md").display());

@@ -121,7 +121,7 @@ fn frame<'b>(
     )?;
     let subtitle = format!(
         "{} | {}",
-        first.spec.settings_line(),
+        first.spec.settings_line_with(&first.durability.description),
         first.machine.summary()
     );
     let style = TextStyle::from((FONT, 12).into_font())

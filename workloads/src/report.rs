@@ -46,7 +46,7 @@ fn settings_block(doc: &ResultDocument) -> String {
     format!(
         "{}\n\n* Settings: {}\n* Durability: {}\n* Machine: {}\n",
         doc.spec.description,
-        doc.spec.settings_line(),
+        doc.spec.settings_line_with(&doc.durability.description),
         doc.durability.description,
         doc.machine.summary()
     )
@@ -201,6 +201,40 @@ pub fn summary_table(documents: &[ResultDocument]) -> String {
          (engine background threads included) / key+value bytes written by the run phase.\n",
     );
     out.push_str(&per_operation_table(documents));
+    out.push_str(&replication_table(documents));
+    out
+}
+
+/// WAL fsyncs per acknowledged write of replicated targets, next to the
+/// machine's calibrated fdatasync; empty when no document has them.
+fn replication_table(documents: &[ResultDocument]) -> String {
+    let replicated: Vec<_> = documents
+        .iter()
+        .filter_map(|d| d.replication.as_ref().map(|r| (d, r)))
+        .collect();
+    if replicated.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "
+Replication (run phase, warm-up included):\n\n\
+         | target | acknowledged writes | WAL fsyncs per write (leader) | WAL fsyncs per write (cluster) \
+         | leader mean WAL fdatasync | calibrated fdatasync p50 |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    let ratio = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
+    for (doc, r) in replicated {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            doc.target.name,
+            r.acknowledged_writes,
+            ratio(r.leader_fsyncs_per_write),
+            ratio(r.cluster_fsyncs_per_write),
+            r.leader_mean_wal_fdatasync_ns
+                .map_or("n/a".to_string(), |ns| format_nanos(ns as u64)),
+            format_nanos(doc.machine.fdatasync.p50_ns),
+        );
+    }
     out
 }
 

@@ -69,6 +69,44 @@ pub struct ResultDocument {
     pub timeline: Vec<TimelinePoint>,
     pub storage: StorageSummary,
     pub io: IoSummary,
+    /// Replicated targets only (the metcd cluster): WAL fsyncs per
+    /// acknowledged write over the run phase. Absent for embedded engines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationSummary>,
+}
+
+/// What a replicated target's members did during the run phase (warm-up
+/// included), from each member's status before and after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicationSummary {
+    /// Writes of the run phase that the cluster acknowledged (warm-up
+    /// included, as the members' counters cannot separate them).
+    pub acknowledged_writes: u64,
+    /// The member that led at the end of the run phase.
+    pub leader_id: u64,
+    pub leader_wal_fsyncs: u64,
+    /// Every member's WAL fsyncs added up.
+    pub cluster_wal_fsyncs: u64,
+    /// `leader_wal_fsyncs / acknowledged_writes`: below 1 when the leader
+    /// batches several writes into one fdatasync.
+    pub leader_fsyncs_per_write: Option<f64>,
+    /// `cluster_wal_fsyncs / acknowledged_writes`.
+    pub cluster_fsyncs_per_write: Option<f64>,
+    /// Mean time of one WAL fdatasync on the leader during the run phase.
+    pub leader_mean_wal_fdatasync_ns: Option<f64>,
+    pub members: Vec<MemberFsyncs>,
+}
+
+/// One member's WAL counters over the run phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberFsyncs {
+    pub id: u64,
+    /// `leader` or `follower` at the end of the run phase.
+    pub role: String,
+    pub endpoint: String,
+    pub wal_fsyncs: u64,
+    /// Microseconds spent in WAL fdatasync.
+    pub wal_fsync_micros: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -222,6 +260,9 @@ pub struct RunContext<'a> {
     pub target_description: String,
     pub machine: &'a Machine,
     pub started_at: SystemTime,
+    /// How the target makes writes durable, when the harness's policy does
+    /// not apply to it (a cluster acknowledges only after a WAL fsync).
+    pub durability_override: Option<String>,
 }
 
 impl ResultDocument {
@@ -263,7 +304,9 @@ impl ResultDocument {
             spec: spec.clone(),
             durability: DurabilityInfo {
                 policy: durability,
-                description: durability.to_string(),
+                description: context
+                    .durability_override
+                    .unwrap_or_else(|| durability.to_string()),
             },
             started_at: iso_timestamp(context.started_at),
             harness: HarnessInfo {
@@ -310,6 +353,7 @@ impl ResultDocument {
                     .and_then(|d| ratio(d, measurement.logical_write_bytes)),
                 note: WRITE_AMPLIFICATION_NOTE.to_string(),
             },
+            replication: measurement.replication.clone(),
         })
     }
 

@@ -51,6 +51,7 @@ use crate::distribution::{KeyChooser, KeyFormat};
 use crate::error::{Result, WorkloadError};
 use crate::machine::process_write_bytes;
 use crate::progress::{Phase, PhaseLength};
+use crate::results::ReplicationSummary;
 use crate::spec::{DurabilityMode, Mix, WorkloadSpec};
 use crate::target::{Target, TargetStatus};
 
@@ -184,16 +185,23 @@ pub struct Measurement {
     /// `write_bytes` of `/proc/self/io` over the run phase and final sync.
     pub device_write_bytes: Option<u64>,
     pub status: TargetStatus,
+    /// Writes of the run phase, warm-up included.
+    pub writes: u64,
+    /// A replicated target's WAL fsyncs over the run phase.
+    pub replication: Option<ReplicationSummary>,
 }
 
 /// Runs the load phase and the run phase of `spec` against `target`.
 pub fn run(spec: &WorkloadSpec, target: &dyn Target, label: &str) -> Result<Measurement> {
+    target.check(spec)?;
     let load = load(spec, target, label)?;
     let before = target.is_local().then(process_write_bytes).flatten();
+    let counters = target.counters_before_run()?;
     let mut measurement = run_phase(spec, target, label, load)?;
     target.sync()?;
     let after = target.is_local().then(process_write_bytes).flatten();
     measurement.device_write_bytes = before.zip(after).map(|(b, a)| a.saturating_sub(b));
+    measurement.replication = target.replication_since(counters, measurement.writes)?;
     measurement.status = target.status()?;
     Ok(measurement)
 }
@@ -316,6 +324,8 @@ struct WorkerOutcome {
     read_misses: u64,
     syncs: u64,
     logical_write_bytes: u64,
+    /// Writes, warm-up included.
+    writes: u64,
 }
 
 fn run_phase(
@@ -399,6 +409,7 @@ fn merge(outcomes: Vec<WorkerOutcome>, measure_from: Instant, load: LoadSummary)
     let mut read_misses = 0;
     let mut syncs = 0;
     let mut logical_write_bytes = 0;
+    let mut writes = 0;
     let mut last_end = measure_from;
     for outcome in outcomes {
         for (kind, histogram) in OpKind::ALL.into_iter().zip(outcome.by_operation) {
@@ -423,6 +434,7 @@ fn merge(outcomes: Vec<WorkerOutcome>, measure_from: Instant, load: LoadSummary)
         read_misses += outcome.read_misses;
         syncs += outcome.syncs;
         logical_write_bytes += outcome.logical_write_bytes;
+        writes += outcome.writes;
         last_end = last_end.max(outcome.last_end);
     }
     Measurement {
@@ -442,6 +454,8 @@ fn merge(outcomes: Vec<WorkerOutcome>, measure_from: Instant, load: LoadSummary)
             logical_bytes: 0,
             disk_bytes: None,
         },
+        writes,
+        replication: None,
     }
 }
 
@@ -510,6 +524,7 @@ impl<'a> Worker<'a> {
         let mut read_misses = 0u64;
         let mut syncs = 0u64;
         let mut logical_write_bytes = 0u64;
+        let mut writes = 0u64;
         let mut unsynced = 0u64;
         let mut oldest_unsynced = schedule.measure_from;
         let mut next_start = schedule.first_start;
@@ -565,6 +580,7 @@ impl<'a> Worker<'a> {
                 OpKind::Delete => client.delete(&self.key, durable)?,
             }
             if op.writes() {
+                writes += 1;
                 logical_write_bytes +=
                     (self.key.len() + if op == OpKind::Delete { 0 } else { value_size }) as u64;
                 if batched {
@@ -622,6 +638,7 @@ impl<'a> Worker<'a> {
             read_misses,
             syncs,
             logical_write_bytes,
+            writes,
         })
     }
     // ANCHOR_END: hot_loop

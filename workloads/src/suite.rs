@@ -13,6 +13,11 @@
 //!    closed and its directory removed;
 //! 4. `summary.md` files, plots and `index.md` are written from the JSON.
 //!
+//! With a cluster instead of engines, step 3 targets the running cluster
+//! at the given endpoints, or starts a fresh 3-node cluster per workload in
+//! a temporary directory under the data directory (so the calibration's
+//! fdatasync is measured on the cluster's filesystem) and stops it after.
+//!
 //! An engine that fails (cannot open, or an operation errors) is reported
 //! and skipped; the others still run, and the suite reports the failures at
 //! the end so the caller can exit non-zero.
@@ -23,6 +28,7 @@ use std::time::SystemTime;
 
 use engines::{EngineKind, EngineOptions};
 
+use crate::cluster_target::ClusterTarget;
 use crate::error::{IoContext, Result, WorkloadError};
 use crate::machine::{Machine, format_nanos};
 use crate::report::{MACHINE_FILE, write_reports};
@@ -42,6 +48,27 @@ pub struct Suite {
     /// system's temporary directory).
     pub data_dir: PathBuf,
     pub engine_options: EngineOptions,
+    /// Run against a metcd cluster instead of `engines`.
+    pub cluster: Option<ClusterChoice>,
+}
+
+/// Which metcd cluster a suite runs against.
+#[derive(Debug, Clone)]
+pub enum ClusterChoice {
+    /// A running cluster's client endpoints (`host:port`); its results are
+    /// named `metcd`.
+    Endpoints(Vec<String>),
+    /// Three `metcd` processes of `engine` started for each workload.
+    Spawn { engine: EngineKind, metcd: PathBuf },
+}
+
+impl ClusterChoice {
+    fn name(&self) -> String {
+        match self {
+            ClusterChoice::Endpoints(_) => "metcd".to_string(),
+            ClusterChoice::Spawn { engine, .. } => format!("metcd-{}", engine.name()),
+        }
+    }
 }
 
 /// One (workload, engine) that did not produce a result.
@@ -87,6 +114,17 @@ impl Suite {
         let mut failures = Vec::new();
         for spec in &self.specs {
             eprintln!("workload {}: {}", spec.name, spec.settings_line());
+            if let Some(cluster) = &self.cluster {
+                if let Err(e) = self.run_cluster(spec, cluster, &machine) {
+                    eprintln!("  {:<8} FAILED: {e}", cluster.name());
+                    failures.push(Failure {
+                        workload: spec.name.clone(),
+                        engine: cluster.name(),
+                        error: e.to_string(),
+                    });
+                }
+                continue;
+            }
             for &kind in &self.engines {
                 if let Err(e) = self.run_one(spec, kind, &machine) {
                     eprintln!("  {:<8} FAILED: {e}", kind.name());
@@ -114,27 +152,70 @@ impl Suite {
             })?;
         let started_at = SystemTime::now();
         let target = EngineTarget::open(kind, dir.path(), &self.engine_options)?;
-        let label = format!("{} {}", spec.name, kind.name());
-        let measurement = runner::run(spec, &target, &label)?;
+        self.measure(spec, &target, machine, started_at)?;
+        drop(target);
+        dir.close().context(|| {
+            format!(
+                "cannot remove the engine's temporary directory for {}",
+                kind.name()
+            )
+        })
+    }
+
+    fn run_cluster(
+        &self,
+        spec: &WorkloadSpec,
+        cluster: &ClusterChoice,
+        machine: &Machine,
+    ) -> Result<()> {
+        let started_at = SystemTime::now();
+        let target = match cluster {
+            ClusterChoice::Endpoints(endpoints) => {
+                ClusterTarget::connect_to(endpoints, &cluster.name(), spec.read_consistency)?
+            }
+            ClusterChoice::Spawn { engine, metcd } => {
+                ClusterTarget::spawn(metcd, *engine, &self.data_dir, spec.read_consistency)?
+            }
+        };
+        self.measure(spec, &target, machine, started_at)
+    }
+
+    /// Load and run phases on `target`, then its result document.
+    fn measure(
+        &self,
+        spec: &WorkloadSpec,
+        target: &dyn Target,
+        machine: &Machine,
+        started_at: SystemTime,
+    ) -> Result<()> {
+        let name = target.name();
+        let label = format!("{} {}", spec.name, name);
+        let measurement = runner::run(spec, target, &label)?;
         let document = ResultDocument::build(
             RunContext {
                 spec,
-                target_name: target.name(),
+                target_name: name.clone(),
                 target_description: target.description(),
                 machine,
                 started_at,
+                durability_override: target.durability_override(),
             },
             &measurement,
         )?;
-        drop(target);
-        let path = self
-            .out_dir
-            .join(&spec.name)
-            .join(format!("{}.json", kind.name()));
+        let path = self.out_dir.join(&spec.name).join(format!("{name}.json"));
         document.write(&path)?;
+        let replication = document.replication.as_ref().map_or(String::new(), |r| {
+            format!(
+                "  WAL fsyncs/write leader {} cluster {}",
+                r.leader_fsyncs_per_write
+                    .map_or("n/a".to_string(), |v| format!("{v:.3}")),
+                r.cluster_fsyncs_per_write
+                    .map_or("n/a".to_string(), |v| format!("{v:.3}")),
+            )
+        });
         eprintln!(
-            "  {:<8} {:>10.0} ops/s  p50 {:>10}  p99 {:>10}  p99.9 {:>10}  space amp {}  write amp {}",
-            kind.name(),
+            "  {:<8} {:>10.0} ops/s  p50 {:>10}  p99 {:>10}  p99.9 {:>10}  space amp {}  write amp {}{replication}",
+            name,
             document.run.throughput_ops_per_sec,
             format_nanos(document.overall.p50_ns),
             format_nanos(document.overall.p99_ns),
@@ -148,11 +229,6 @@ impl Suite {
                 .write_amplification
                 .map_or("n/a".to_string(), |v| format!("{v:.2}")),
         );
-        dir.close().context(|| {
-            format!(
-                "cannot remove the engine's temporary directory for {}",
-                kind.name()
-            )
-        })
+        Ok(())
     }
 }

@@ -16,6 +16,8 @@
 //!   in a fresh directory for each run, so no run sees another's files.
 //! * [`NoopTarget`]: does nothing, to measure the harness itself
 //!   (`workbench overhead`).
+//! * [`crate::cluster_target::ClusterTarget`]: a running 3-node metcd
+//!   cluster over HTTP, or one the harness starts itself.
 //!
 //! # Designed for remote targets
 //!
@@ -44,6 +46,8 @@ use engines::{Engine, EngineKind, EngineOptions, KeyRange, WriteBatch, WriteOpti
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, WorkloadError};
+use crate::results::{MemberFsyncs, ReplicationSummary};
+use crate::spec::WorkloadSpec;
 
 /// What a target holds after a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +74,31 @@ pub trait Target: Send + Sync {
     /// Whether the target runs inside this process (so this process's I/O
     /// counters include its device writes).
     fn is_local(&self) -> bool;
+    /// Refuses a spec the target cannot run honestly (e.g. scans on a
+    /// target without a range API), before anything is loaded.
+    fn check(&self, _spec: &WorkloadSpec) -> Result<()> {
+        Ok(())
+    }
+    /// How writes become durable when the spec's durability policy does not
+    /// apply (a cluster fsyncs its WAL before every acknowledgement);
+    /// `None` for targets that follow the policy.
+    fn durability_override(&self) -> Option<String> {
+        None
+    }
+    /// A replicated target's WAL counters per member, read just before the
+    /// run phase; empty for other targets.
+    fn counters_before_run(&self) -> Result<Vec<MemberFsyncs>> {
+        Ok(Vec::new())
+    }
+    /// WAL fsyncs since `before` per `acknowledged_writes`; `None` for
+    /// targets that are not replicated.
+    fn replication_since(
+        &self,
+        _before: Vec<MemberFsyncs>,
+        _acknowledged_writes: u64,
+    ) -> Result<Option<ReplicationSummary>> {
+        Ok(None)
+    }
 }
 
 /// One worker thread's handle to a target. Every method is one operation of

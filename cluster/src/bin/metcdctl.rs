@@ -8,7 +8,9 @@
 //! ```
 //!
 //! Requests go to the endpoints in turn and follow redirects to the leader
-//! (see `cluster::client`).
+//! (see `cluster::client`). Benchmarks are not here: `workbench run cluster
+//! --target cluster` measures the cluster with the one harness and its
+//! machine calibration (see `cluster/README.md`).
 
 use std::io::Write;
 use std::time::Duration;
@@ -48,30 +50,6 @@ enum Command {
     Member {
         #[command(subcommand)]
         command: MemberCommand,
-    },
-    /// Closed-loop PUT benchmark: latency percentiles, throughput, and WAL
-    /// fsyncs per acknowledged write (from every endpoint's /-/status).
-    Bench {
-        /// Concurrent clients, each with one request in flight.
-        #[arg(long, default_value_t = 1)]
-        clients: usize,
-        /// Total PUTs.
-        #[arg(long, default_value_t = 1000)]
-        requests: usize,
-        /// Value size in bytes.
-        #[arg(long, default_value_t = 256)]
-        value_size: usize,
-        /// Distinct keys written (round robin).
-        #[arg(long, default_value_t = 1000)]
-        keys: usize,
-        /// Also measure fdatasync latency of a 4 KiB append in this
-        /// directory (put it on the cluster's disk).
-        #[arg(long)]
-        fsync_dir: Option<std::path::PathBuf>,
-        /// Bytes appended before each probe fdatasync (a WAL record of a
-        /// 256-byte PUT is about 300 bytes).
-        #[arg(long, default_value_t = 4096)]
-        fsync_bytes: usize,
     },
 }
 
@@ -152,25 +130,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Bench {
-            clients: concurrency,
-            requests,
-            value_size,
-            keys,
-            fsync_dir,
-            fsync_bytes,
-        } => {
-            let probe = fsync_dir.map(|dir| (dir, fsync_bytes.max(1)));
-            bench(
-                &client,
-                concurrency.max(1),
-                requests.max(1),
-                value_size,
-                keys.max(1),
-                probe,
-            )
-            .await?
-        }
         Command::Member { command } => match command {
             MemberCommand::List => {
                 let status = client.status().await?;
@@ -224,133 +183,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         },
     }
-    Ok(())
-}
-
-/// Median and p99 of `fdatasync` after an append of `bytes`, over 200 rounds.
-fn fdatasync_latency(dir: &std::path::Path, bytes: usize) -> anyhow::Result<(Duration, Duration)> {
-    let path = dir.join(format!("metcdctl-fsync-probe-{}", std::process::id()));
-    let mut file =
-        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    let block = vec![0xA5u8; bytes];
-    let mut samples = Vec::with_capacity(200);
-    for _ in 0..200 {
-        file.write_all(&block)?;
-        let started = std::time::Instant::now();
-        file.sync_data()?;
-        samples.push(started.elapsed());
-    }
-    drop(file);
-    std::fs::remove_file(&path)?;
-    samples.sort_unstable();
-    Ok((percentile(&samples, 0.50), percentile(&samples, 0.99)))
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-/// (node id, WAL fsyncs, microseconds in fsync) of every reachable node.
-async fn fsync_counters(client: &Client) -> Vec<(u64, u64, u64)> {
-    let mut per_node: Vec<(u64, u64, u64)> = Vec::new();
-    for endpoint in client.endpoints() {
-        if let Ok(status) = client.status_of(&endpoint).await
-            && !per_node.iter().any(|(id, _, _)| *id == status.id)
-        {
-            per_node.push((status.id, status.wal_fsyncs, status.wal_fsync_micros));
-        }
-    }
-    per_node
-}
-
-async fn bench(
-    client: &Client,
-    concurrency: usize,
-    requests: usize,
-    value_size: usize,
-    keys: usize,
-    probe: Option<(std::path::PathBuf, usize)>,
-) -> anyhow::Result<()> {
-    if let Some((dir, bytes)) = &probe {
-        let (p50, p99) = fdatasync_latency(dir, *bytes)?;
-        println!(
-            "fdatasync ({bytes}-byte append) in {}: p50 {:.3} ms, p99 {:.3} ms",
-            dir.display(),
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3
-        );
-    }
-    // One warm-up write finds the leader and opens a connection.
-    client.put(b"bench/warmup", b"x").await?;
-    let leader = client.status().await?.leader;
-    let nodes_before = fsync_counters(client).await;
-    let value = vec![b'v'; value_size];
-    let started = std::time::Instant::now();
-    let mut tasks = Vec::new();
-    for worker in 0..concurrency {
-        let client = client.clone();
-        let value = value.clone();
-        let share = requests / concurrency + usize::from(worker < requests % concurrency);
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(share);
-            for i in 0..share {
-                let key = format!("bench/{:08}", (worker + i * concurrency) % keys);
-                let t = std::time::Instant::now();
-                client.put(key.as_bytes(), &value).await?;
-                latencies.push(t.elapsed());
-            }
-            Ok::<_, cluster::client::ClientError>(latencies)
-        }));
-    }
-    let mut latencies = Vec::with_capacity(requests);
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    let elapsed = started.elapsed();
-    let nodes_after = fsync_counters(client).await;
-    latencies.sort_unstable();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!(
-        "PUT x{requests}, {concurrency} clients, {value_size}-byte values, {keys} keys: {:.0} writes/s over {:.2} s",
-        requests as f64 / elapsed.as_secs_f64(),
-        elapsed.as_secs_f64()
-    );
-    println!(
-        "latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}",
-        ms(percentile(&latencies, 0.50)),
-        ms(percentile(&latencies, 0.90)),
-        ms(percentile(&latencies, 0.99)),
-        ms(percentile(&latencies, 1.0))
-    );
-    if let Some((dir, bytes)) = &probe {
-        let (p50, p99) = fdatasync_latency(dir, *bytes)?;
-        println!(
-            "fdatasync probe again after the run: p50 {:.3} ms, p99 {:.3} ms",
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3
-        );
-    }
-    let mut cluster_fsyncs = 0;
-    for (id, after, after_micros) in &nodes_after {
-        if let Some((_, before, before_micros)) = nodes_before.iter().find(|(b, _, _)| b == id) {
-            let role = if *id == leader { "leader" } else { "follower" };
-            let fsyncs = after - before;
-            cluster_fsyncs += fsyncs;
-            let mean = (after_micros - before_micros) as f64 / fsyncs.max(1) as f64 / 1e3;
-            println!(
-                "node {id} ({role}): {fsyncs} WAL fsyncs, {:.3} per acknowledged write, mean WAL fdatasync {mean:.3} ms",
-                fsyncs as f64 / requests as f64
-            );
-        }
-    }
-    println!(
-        "cluster: {cluster_fsyncs} WAL fsyncs, {:.3} per acknowledged write",
-        cluster_fsyncs as f64 / requests as f64
-    );
     Ok(())
 }
 
