@@ -197,7 +197,10 @@ impl Target for ClusterTarget {
         Ok(TargetStatus {
             keys: 0,
             logical_bytes: 0,
-            disk_bytes: self.spawned.as_ref().map(|s| directory_bytes(&s.dir)),
+            disk_bytes: self
+                .spawned
+                .as_ref()
+                .map(|s| engines::disk_usage(&s.dir).unwrap_or(0)),
         })
     }
 
@@ -325,21 +328,6 @@ impl Client for ClusterClient {
     fn sync(&mut self) -> Result<()> {
         Ok(())
     }
-}
-
-/// Bytes of the regular files under `dir` (unreadable entries count 0).
-fn directory_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => directory_bytes(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
-            _ => 0,
-        })
-        .sum()
 }
 
 /// The `metcd` binary next to the running executable (or one directory up,
