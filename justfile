@@ -38,7 +38,7 @@ test:
     cargo fmt --all -- --check
     cargo clippy --release --workspace --all-targets -- -D warnings
     cargo test --release --workspace
-    bash book/check.sh
+    just book-check
 
 # The main job: run workloads on engines (default: read-heavy and write-heavy on all six) into results/<UTC time>/. Example: just bench ycsb-a redb,bitcask
 bench WORKLOADS="default" ENGINES="all" *ARGS:
@@ -68,6 +68,14 @@ bench-list:
 # Start a local 3-node metcd cluster (clients on 127.0.0.1:13379, 23379, 33379) on an engine; Ctrl-C stops all three.
 cluster engine="memory":
     cluster/scripts/local-cluster.sh {{engine}}
+
+# Build the book and serve it on http://127.0.0.1:3000 (rebuilds on change; Ctrl-C stops).
+book PORT="3000":
+    mdbook serve book --hostname 127.0.0.1 --port {{PORT}}
+
+# Check the book: chapters, include anchors, the reference run's plots and tables, a warning-free build.
+book-check:
+    bash book/check.sh
 
 # Criterion micro-benchmarks of single engine operations (optionally a filter such as `redb/100B`).
 bench-micro *FILTER:
