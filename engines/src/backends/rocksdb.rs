@@ -39,6 +39,7 @@ fn err(e: impl std::fmt::Display) -> EngineError {
     EngineError::backend(EngineKind::Rocksdb, e)
 }
 
+// ANCHOR: rocksdb_options
 /// The options metcd opens rocksdb with; public so that the harness's
 /// overhead benchmark opens the library directly with the same settings.
 pub fn rocksdb_options(options: &EngineOptions) -> Options {
@@ -54,6 +55,7 @@ pub fn rocksdb_options(options: &EngineOptions) -> Options {
     opts.increase_parallelism(2);
     opts
 }
+// ANCHOR_END: rocksdb_options
 
 impl RocksdbEngine {
     pub fn open(dir: DataDir, options: &EngineOptions) -> Result<Self> {
