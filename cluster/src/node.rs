@@ -570,7 +570,22 @@ impl Node {
             },
             Command::Delete { key, .. } => Command::Delete { request, key },
         };
-        match self.raw.propose(vec![], command.encode()) {
+        let proposed = self.raw.propose(vec![], command.encode());
+        self.wait_for_apply(request, reply, proposed, |err| {
+            WriteError::Unavailable(format!("raft dropped the proposal: {err}"))
+        });
+    }
+
+    /// After a proposal: the client waits for the entry to be applied, or,
+    /// if raft refused the proposal, is answered at once with `refused`.
+    fn wait_for_apply(
+        &mut self,
+        request: u64,
+        reply: oneshot::Sender<WriteReply>,
+        proposed: raft::Result<()>,
+        refused: impl FnOnce(raft::Error) -> WriteError,
+    ) {
+        match proposed {
             Ok(()) => {
                 self.writes.insert(
                     request,
@@ -581,9 +596,7 @@ impl Node {
                 );
             }
             Err(err) => {
-                let _ = reply.send(Err(WriteError::Unavailable(format!(
-                    "raft dropped the proposal: {err}"
-                ))));
+                let _ = reply.send(Err(refused(err)));
             }
         }
     }
@@ -720,23 +733,19 @@ impl Node {
         cc.set_change_type(change_type);
         cc.node_id = id;
         let context = ChangeContext { request, member };
-        cc.set_context(serde_json::to_vec(&context).unwrap_or_default().into());
-        match self.raw.propose_conf_change(vec![], cc) {
-            Ok(()) => {
-                self.writes.insert(
-                    request,
-                    Waiter {
-                        reply,
-                        since: Instant::now(),
-                    },
-                );
-            }
+        match serde_json::to_vec(&context) {
+            Ok(bytes) => cc.set_context(bytes.into()),
             Err(err) => {
                 let _ = reply.send(Err(WriteError::Rejected(format!(
-                    "raft refused the change: {err}"
+                    "cannot encode the membership change: {err}"
                 ))));
+                return;
             }
         }
+        let proposed = self.raw.propose_conf_change(vec![], cc);
+        self.wait_for_apply(request, reply, proposed, |err| {
+            WriteError::Rejected(format!("raft refused the change: {err}"))
+        });
     }
 
     /// Applies a committed conf change to raft and stages it in the state

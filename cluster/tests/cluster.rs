@@ -14,6 +14,16 @@ use hyper::{Method, StatusCode};
 
 /// Fast elections keep the suite short: 50 ms ticks, 10-20 ticks to elect.
 const FAST: &[&str] = &["--tick-ms", "50"];
+/// Fast ticks, a snapshot every 20 entries and only 5 kept behind it, so a
+/// node that misses a few dozen writes must catch up through a snapshot.
+const SNAPSHOT_OFTEN: &[&str] = &[
+    "--tick-ms",
+    "50",
+    "--snapshot-every",
+    "20",
+    "--keep-entries",
+    "5",
+];
 
 async fn replication_reaches_every_node(engine: &str) {
     let cluster = Cluster::start(3, engine, FAST).await;
@@ -150,19 +160,7 @@ per_engine!(memory, redb, bitcask, sled, rocksdb, fjall);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_node_catches_up_through_a_snapshot() {
-    let mut cluster = Cluster::start(
-        3,
-        "redb",
-        &[
-            "--tick-ms",
-            "50",
-            "--snapshot-every",
-            "20",
-            "--keep-entries",
-            "5",
-        ],
-    )
-    .await;
+    let mut cluster = Cluster::start(3, "redb", SNAPSHOT_OFTEN).await;
     let leader = cluster.wait_leader().await;
     let lagging = (1..=3).find(|id| *id != leader).unwrap();
     cluster.kill(lagging);
@@ -266,19 +264,7 @@ async fn add_a_voter_then_remove_a_node() {
 async fn a_learner_catches_up_through_a_snapshot_and_is_promoted() {
     // The log is compacted long before node 4 arrives: it must start from a
     // snapshot (bitcask export, imported into bitcask).
-    let mut cluster = Cluster::start(
-        3,
-        "bitcask",
-        &[
-            "--tick-ms",
-            "50",
-            "--snapshot-every",
-            "20",
-            "--keep-entries",
-            "5",
-        ],
-    )
-    .await;
+    let mut cluster = Cluster::start(3, "bitcask", SNAPSHOT_OFTEN).await;
     let client = cluster.client();
     for i in 0..50 {
         client.put(format!("l{i}").as_bytes(), b"x").await.unwrap();
@@ -453,19 +439,7 @@ async fn bad_input_gets_json_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_engine_rebuilds_from_snapshot_and_wal_after_a_full_crash() {
-    let mut cluster = Cluster::start(
-        3,
-        "memory",
-        &[
-            "--tick-ms",
-            "50",
-            "--snapshot-every",
-            "20",
-            "--keep-entries",
-            "5",
-        ],
-    )
-    .await;
+    let mut cluster = Cluster::start(3, "memory", SNAPSHOT_OFTEN).await;
     let client = cluster.client();
     for i in 0..100 {
         client
