@@ -34,7 +34,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 
-use crate::node::NodeStatus;
+use crate::raft::NodeStatus;
 use crate::state_machine::Member;
 
 /// Redirects followed per request.

@@ -7,13 +7,14 @@
 //! | layer          | module            | job                                                        |
 //! |----------------|-------------------|------------------------------------------------------------|
 //! | API            | [`api`]           | HTTP for curl and `metcdctl`: keys, health, status, members |
-//! | consensus      | [`node`]          | `raft::RawNode` and the Ready loop on one thread           |
-//! | log            | [`wal`], [`snapshot`] | the durable Raft log (our own WAL) and snapshot files   |
+//! | consensus      | [`raft`]          | `raft::RawNode` and the Ready loop on one thread           |
+//! | log            | [`raft::wal`], [`raft::snapshot_file`] | the durable Raft log (our own WAL) and snapshot files |
 //! | state machine  | [`state_machine`] | committed entries applied to the engine, exactly once      |
 //!
-//! plus the peer [`transport`] (raft messages over TCP), the raft log view
-//! raft reads ([`raft_storage`]), and the [`client`] used by `metcdctl`,
-//! the tests and the workload harness.
+//! plus the peer [`raft::transport`] (raft messages over TCP), the log view
+//! raft reads ([`raft::storage`]), and the [`client`] used by `metcdctl`,
+//! the tests and the workload harness. [`raft`]'s module essay lists its
+//! files, one concept each.
 //!
 //! ## The write path
 //!
@@ -59,15 +60,11 @@
 pub mod api;
 pub mod client;
 mod logger;
-pub mod node;
-pub mod raft_storage;
-pub mod snapshot;
+pub mod raft;
 pub mod state_machine;
-pub mod transport;
-pub mod wal;
 
 pub use client::Client;
-pub use node::{NodeConfig, NodeHandle, NodeStatus};
+pub use raft::{NodeConfig, NodeHandle, NodeStatus};
 pub use state_machine::Member;
 
 /// Parses `1=127.0.0.1:13380,2=127.0.0.1:23380` into (id, address) pairs.

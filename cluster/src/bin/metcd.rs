@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use cluster::api::{ApiConfig, router};
-use cluster::node::{NodeConfig, NodeExit};
+use cluster::raft::{NodeConfig, NodeExit};
 use cluster::{Client, Member, parse_id_list};
 use engines::{EngineKind, EngineOptions};
 
@@ -180,7 +180,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         members,
         join,
     };
-    let node = cluster::node::start(config, tokio::runtime::Handle::current(), peer_listener)
+    let node = cluster::raft::start(config, tokio::runtime::Handle::current(), peer_listener)
         .with_context(|| format!("starting node {} in {}", args.id, data_dir.display()))?;
     tracing::info!(
         id = args.id,

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use cluster::Client;
-use cluster::node::NodeStatus;
+use cluster::raft::NodeStatus;
 
 /// A port no other node of this test process was given: the kernel may hand
 /// out a port again once its probe listener is closed, so ports already

@@ -31,7 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::node::Request;
+use super::handle::Request;
 use crate::state_machine::Members;
 
 /// Messages queued per peer before further ones are dropped.

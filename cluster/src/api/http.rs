@@ -58,7 +58,7 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use crate::node::{MemberChange, NodeHandle, NodeStatus, Request, WriteError, WriteReply};
+use crate::raft::{MemberChange, NodeHandle, NodeStatus, Request, WriteError, WriteReply};
 use crate::state_machine::{Command, Member, StateMachine};
 
 /// etcd's default maximum request size.

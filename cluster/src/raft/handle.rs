@@ -1,0 +1,180 @@
+//! How the rest of the process talks to the Raft thread.
+//!
+//! The Raft thread owns all consensus state; the HTTP API, the transport and
+//! the binary reach it only through a [`NodeHandle`]: a channel of
+//! [`Request`]s, each carrying a `oneshot` for its answer, plus a few shared
+//! read-only views (the role and leader for redirects, the member table for
+//! addresses, the engine for serializable reads).
+
+use std::path::PathBuf;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use engines::{Engine, EngineKind, EngineOptions};
+use raft::prelude::Message;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+
+use super::snapshot_file::SnapshotError;
+use super::wal::WalError;
+use crate::state_machine::{Applied, Command, Member, Members, StateMachineError};
+
+/// Why a node could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("state machine: {0}")]
+    StateMachine(#[from] StateMachineError),
+    #[error("storage engine: {0}")]
+    Engine(#[from] engines::EngineError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("could not start the raft thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// How a node is run.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: u64,
+    pub data_dir: PathBuf,
+    pub engine: EngineKind,
+    pub engine_options: EngineOptions,
+    /// Take a snapshot after this many applied entries.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot, for followers to catch up
+    /// without a snapshot.
+    pub keep_entries: u64,
+    pub tick: Duration,
+    /// Ticks without a leader before an election (randomised up to twice).
+    pub election_ticks: usize,
+    /// The members this node knows of at start: the initial cluster, or the
+    /// cluster it joins. Their addresses seed the transport.
+    pub members: Vec<Member>,
+    /// Join an existing cluster (start with an empty log) instead of
+    /// bootstrapping `members` as a new one.
+    pub join: bool,
+}
+
+/// Why a write was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// This node is not the leader; `leader` is the one it knows of.
+    NotLeader { leader: Option<u64> },
+    /// Refused before proposing (bad membership change, change in flight).
+    Rejected(String),
+    /// Raft could not take the proposal now (leadership in transfer);
+    /// retrying shortly is expected to work.
+    Unavailable(String),
+}
+
+pub type WriteReply = Result<Applied, WriteError>;
+
+/// A membership change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemberChange {
+    AddVoter(Member),
+    AddLearner(Member),
+    Promote(u64),
+    Remove(u64),
+}
+
+/// What the Raft thread is asked to do.
+pub enum Request {
+    /// A raft message from a peer.
+    Raft(Message),
+    /// A client write.
+    Propose {
+        command: Command,
+        reply: oneshot::Sender<WriteReply>,
+    },
+    /// A linearizable read: answered once the read index is applied.
+    ReadIndex {
+        reply: oneshot::Sender<Result<(), WriteError>>,
+    },
+    ChangeMembership {
+        change: MemberChange,
+        reply: oneshot::Sender<WriteReply>,
+    },
+    Status {
+        reply: oneshot::Sender<NodeStatus>,
+    },
+    /// The transport's report on a snapshot message.
+    SnapshotReport {
+        to: u64,
+        ok: bool,
+    },
+}
+
+/// What `/-/status` reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: u64,
+    pub role: String,
+    pub leader: u64,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub revision: u64,
+    pub snapshot_index: u64,
+    pub first_log_index: u64,
+    pub last_log_index: u64,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    pub members: Vec<Member>,
+    pub engine: String,
+    pub wal_fsyncs: u64,
+    /// Total time spent in WAL `fdatasync`, in microseconds.
+    pub wal_fsync_micros: u64,
+    pub applied_writes: u64,
+}
+
+/// Role and leader as last seen by the Raft thread, for the HTTP layer's
+/// fast path (redirects without a round trip to the Raft thread).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RaftView {
+    pub leader: u64,
+    pub is_leader: bool,
+    pub term: u64,
+}
+
+/// How the node stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeExit {
+    /// A membership change removed this node.
+    Removed,
+    /// An error the node cannot continue after (disk, corruption).
+    Failed(String),
+}
+
+/// The handle the rest of the process uses to reach the node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub id: u64,
+    pub requests: Sender<Request>,
+    pub members: Members,
+    pub engine: Arc<dyn Engine>,
+    pub view: Arc<RwLock<RaftView>>,
+    pub exit: watch::Receiver<Option<NodeExit>>,
+}
+
+impl NodeHandle {
+    pub fn view(&self) -> RaftView {
+        *self.view.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn member(&self, id: u64) -> Option<Member> {
+        self.members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+}

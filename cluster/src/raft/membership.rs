@@ -1,0 +1,203 @@
+//! Membership changes: one at a time, proposed as raft conf changes that
+//! carry the member's addresses, applied on every node with the data.
+
+use protobuf::Message as _;
+use raft::StateRole;
+use raft::prelude::{ConfChange, ConfChangeType, ConfState, Entry, EntryType};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::handle::{MemberChange, NodeError, WriteError, WriteReply};
+use super::Node;
+use crate::state_machine::Member;
+
+
+/// Context carried in a conf change entry: who asked, and the member's
+/// addresses, so every node learns them when it applies the change.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ChangeContext {
+    request: u64,
+    member: Option<Member>,
+}
+
+pub(super) fn bootstrap_entries(members: &[Member]) -> Result<Vec<Entry>, NodeError> {
+    let mut entries = Vec::new();
+    for (i, member) in members.iter().enumerate() {
+        let mut cc = ConfChange::default();
+        cc.set_change_type(ConfChangeType::AddNode);
+        cc.node_id = member.id;
+        let context = ChangeContext {
+            request: 0,
+            member: Some(member.clone()),
+        };
+        cc.set_context(serde_json::to_vec(&context).unwrap_or_default().into());
+        let mut entry = Entry::default();
+        entry.set_entry_type(EntryType::EntryConfChange);
+        entry.term = 1;
+        entry.index = i as u64 + 1;
+        entry.set_data(
+            cc.write_to_bytes()
+                .map_err(|e| NodeError::Invalid(format!("encoding a bootstrap entry: {e}")))?
+                .into(),
+        );
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+impl Node {
+    // ANCHOR: conf_change
+    /// Proposes one membership change, after checking it makes sense
+    /// against the applied membership. Raft allows one change in flight.
+    pub(super) fn change_membership(&mut self, change: MemberChange, reply: oneshot::Sender<WriteReply>) {
+        if self.raw.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        if self.raw.raft.pending_conf_index > self.raw.raft.raft_log.applied {
+            let _ = reply.send(Err(WriteError::Rejected(
+                "another membership change is still being applied; retry in a moment".into(),
+            )));
+            return;
+        }
+        let conf = self.sm.conf_state().clone();
+        let is_voter = |id: u64| conf.voters.contains(&id);
+        let is_learner = |id: u64| conf.learners.contains(&id);
+        let (change_type, id, member) = match change {
+            MemberChange::AddVoter(m) | MemberChange::AddLearner(m)
+                if is_voter(m.id) || is_learner(m.id) =>
+            {
+                let _ = reply.send(Err(WriteError::Rejected(format!(
+                    "member {} already exists; remove it first or promote it",
+                    m.id
+                ))));
+                return;
+            }
+            MemberChange::AddVoter(m) => (
+                ConfChangeType::AddNode,
+                m.id,
+                Some(Member {
+                    learner: false,
+                    ..m
+                }),
+            ),
+            MemberChange::AddLearner(m) => (
+                ConfChangeType::AddLearnerNode,
+                m.id,
+                Some(Member { learner: true, ..m }),
+            ),
+            MemberChange::Promote(id) => {
+                if !is_learner(id) {
+                    let _ = reply.send(Err(WriteError::Rejected(format!(
+                        "member {id} is not a learner; only learners can be promoted"
+                    ))));
+                    return;
+                }
+                let member = self
+                    .members
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&id)
+                    .cloned();
+                (
+                    ConfChangeType::AddNode,
+                    id,
+                    member.map(|m| Member {
+                        learner: false,
+                        ..m
+                    }),
+                )
+            }
+            MemberChange::Remove(id) => {
+                if !is_voter(id) && !is_learner(id) {
+                    let _ = reply.send(Err(WriteError::Rejected(format!(
+                        "member {id} does not exist"
+                    ))));
+                    return;
+                }
+                if is_voter(id) && conf.voters.len() == 1 {
+                    let _ = reply.send(Err(WriteError::Rejected(
+                        "cannot remove the last voter of the cluster".into(),
+                    )));
+                    return;
+                }
+                (ConfChangeType::RemoveNode, id, None)
+            }
+        };
+        if id == 0 {
+            let _ = reply.send(Err(WriteError::Rejected(
+                "member id must be 1 or more".into(),
+            )));
+            return;
+        }
+        let request = self.new_request_id();
+        let mut cc = ConfChange::default();
+        cc.set_change_type(change_type);
+        cc.node_id = id;
+        let context = ChangeContext { request, member };
+        match serde_json::to_vec(&context) {
+            Ok(bytes) => cc.set_context(bytes.into()),
+            Err(err) => {
+                let _ = reply.send(Err(WriteError::Rejected(format!(
+                    "cannot encode the membership change: {err}"
+                ))));
+                return;
+            }
+        }
+        let proposed = self.raw.propose_conf_change(vec![], cc);
+        self.wait_for_apply(request, reply, proposed, |err| {
+            WriteError::Rejected(format!("raft refused the change: {err}"))
+        });
+    }
+
+    /// Applies a committed conf change to raft and stages it in the state
+    /// machine (membership and addresses, with the applied index).
+    pub(super) fn apply_conf_change(&mut self, entry: &Entry) -> Result<Option<u64>, NodeError> {
+        let cc = match ConfChange::parse_from_bytes(entry.get_data()) {
+            Ok(cc) => cc,
+            Err(err) => {
+                tracing::error!(index = entry.index, %err, "undecodable conf change skipped");
+                self.sm.stage_noop(entry.index, entry.term);
+                return Ok(None);
+            }
+        };
+        let context: ChangeContext = serde_json::from_slice(cc.get_context()).unwrap_or_default();
+        let conf_state: ConfState = match self.raw.apply_conf_change(&cc) {
+            Ok(cs) => cs,
+            Err(err) => {
+                tracing::warn!(index = entry.index, %err, "conf change not applicable; skipped");
+                self.sm.stage_noop(entry.index, entry.term);
+                return Ok(Some(context.request));
+            }
+        };
+        let id = cc.node_id;
+        let member = match cc.get_change_type() {
+            ConfChangeType::RemoveNode => None,
+            kind => {
+                let learner = kind == ConfChangeType::AddLearnerNode;
+                let known = self
+                    .members
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&id)
+                    .cloned();
+                context
+                    .member
+                    .or(known)
+                    .map(|m| Member { id, learner, ..m })
+            }
+        };
+        tracing::info!(index = entry.index, node = id, change = ?cc.get_change_type(), voters = ?conf_state.voters, learners = ?conf_state.learners, "membership changed");
+        if cc.get_change_type() == ConfChangeType::RemoveNode {
+            self.transport.remove(id);
+            if id == self.id {
+                self.removed = true;
+            }
+        }
+        self.storage.log.wl().set_conf_state(conf_state.clone());
+        self.sm
+            .stage_conf_change(entry.index, entry.term, conf_state, id, member)?;
+        Ok(Some(context.request))
+    }
+    // ANCHOR_END: conf_change
+}
