@@ -3,16 +3,24 @@
 //!
 //! A [`Client`] holds a list of endpoints (`127.0.0.1:13379` or
 //! `http://127.0.0.1:13379`). Each request goes to the endpoint that
-//! answered last; when an endpoint cannot be reached, or answers 503 (no
-//! leader, no quorum), the next one is tried. When a whole round fails that
-//! way (a leader was just killed and the others still redirect to it), the
-//! round is repeated every 200 ms for up to [`Client::with_retry`] (5 s by
-//! default), then the last answer is returned. A retried write may be
-//! applied twice if its first attempt reached the leader before the
-//! connection broke; puts and deletes are idempotent in their result. A `307`/`308` redirect (a follower pointing at the leader) is
-//! followed with the same method and body, up to [`MAX_REDIRECTS`] hops,
+//! answered last. A `307`/`308` redirect (a follower pointing at the leader)
+//! is followed with the same method and body, up to [`MAX_REDIRECTS`] hops,
 //! and the leader is remembered for the next request. Every request has a
 //! deadline ([`Client::with_timeout`]).
+//!
+//! # Retries: only what provably was not applied
+//!
+//! A write is sent again (to the next endpoint, and in rounds every 200 ms
+//! for up to [`Client::with_retry`], 5 s by default) only when it certainly
+//! had no effect: the connection could not be made, or the server answered
+//! 503 with outcome `not-applied` (`X-Metcd-Outcome`, see `api::http`: no
+//! leader, overloaded, proposal dropped, entry overwritten). When the
+//! outcome is not known (a 503 with outcome `unknown` or none, no answer
+//! within the deadline, a connection that broke after the request was
+//! sent) the write is **not** retried: a retried put could be applied twice,
+//! and a reader could see 1, 2, 1. It fails with [`ClientError::Unknown`];
+//! the caller reads the key to find out. Reads change nothing, so a read is
+//! retried on any 503 and on any broken connection (not on its deadline).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), cluster::client::ClientError> {
@@ -34,6 +42,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 
+use crate::api::http::OUTCOME_HEADER;
 use crate::raft::NodeStatus;
 use crate::state_machine::Member;
 
@@ -50,6 +59,12 @@ pub enum ClientError {
     BadEndpoint(String),
     #[error("no endpoint could be reached ({0})")]
     Unreachable(String),
+    #[error("the connection broke before the answer arrived ({0})")]
+    Broken(String),
+    #[error(
+        "outcome unknown: the write may or may not have been applied ({0}); read the key to find out"
+    )]
+    Unknown(String),
     #[error("request to {url} timed out after {millis} ms")]
     Timeout { url: String, millis: u128 },
     #[error("too many redirects (last location {0})")]
@@ -75,6 +90,18 @@ impl Response {
             .ok()
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
             .unwrap_or_else(|| String::from_utf8_lossy(&self.body).into_owned())
+    }
+
+    /// True when the answer says the request had no effect: a 503 whose
+    /// outcome is `not-applied`, or any 503 to a request that changes
+    /// nothing.
+    fn not_applied(&self, changes_state: bool) -> bool {
+        self.status == StatusCode::SERVICE_UNAVAILABLE
+            && (!changes_state
+                || self
+                    .headers
+                    .get(OUTCOME_HEADER)
+                    .is_some_and(|v| v.as_bytes() == b"not-applied"))
     }
 
     fn into_error(self) -> ClientError {
@@ -190,16 +217,19 @@ impl Client {
             .body(Full::new(body.clone()))
             .map_err(|_| ClientError::BadEndpoint(url.to_string()))?;
         let exchange = async {
-            let response = self
-                .http
-                .request(request)
-                .await
-                .map_err(|e| ClientError::Unreachable(format!("{url}: {e}")))?;
+            // Only a failed connect proves the request was never sent.
+            let response = self.http.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    ClientError::Unreachable(format!("{url}: {e}"))
+                } else {
+                    ClientError::Broken(format!("{url}: {e}"))
+                }
+            })?;
             let (parts, body) = response.into_parts();
             let body = body
                 .collect()
                 .await
-                .map_err(|e| ClientError::Unreachable(format!("{url}: {e}")))?
+                .map_err(|e| ClientError::Broken(format!("{url}: {e}")))?
                 .to_bytes();
             Ok(Response {
                 status: parts.status,
@@ -265,19 +295,23 @@ impl Client {
     }
 
     /// Sends a request to the cluster: the preferred endpoint first, then
-    /// the others on connection failures and 503s.
+    /// the others, retrying only what provably had no effect (see the
+    /// module docs). A write whose outcome is not known fails with
+    /// [`ClientError::Unknown`].
     pub async fn request(
         &self,
         method: Method,
         path: &str,
         body: Bytes,
     ) -> Result<Response, ClientError> {
+        let changes_state = !matches!(method, Method::GET | Method::HEAD);
         let deadline = std::time::Instant::now() + self.retry_for;
         loop {
-            let outcome = self.one_round(&method, path, &body).await;
+            let outcome = self.one_round(&method, path, &body, changes_state).await;
             let retryable = match &outcome {
-                Ok(response) => response.status == StatusCode::SERVICE_UNAVAILABLE,
+                Ok(response) => response.not_applied(changes_state),
                 Err(ClientError::Unreachable(_)) => true,
+                Err(ClientError::Broken(_)) => !changes_state,
                 Err(_) => false,
             };
             if !retryable || std::time::Instant::now() + RETRY_PAUSE >= deadline {
@@ -287,12 +321,14 @@ impl Client {
         }
     }
 
-    /// Tries every endpoint once, the preferred one first.
+    /// Tries every endpoint once, the preferred one first, moving on only
+    /// when the request provably had no effect there.
     async fn one_round(
         &self,
         method: &Method,
         path: &str,
         body: &Bytes,
+        changes_state: bool,
     ) -> Result<Response, ClientError> {
         let endpoints = self.endpoints();
         let start = self.preferred.load(Ordering::Relaxed) % endpoints.len();
@@ -304,8 +340,13 @@ impl Client {
                 .send_following(method, &endpoints[index], path, body)
                 .await
             {
-                Ok(response) if response.status == StatusCode::SERVICE_UNAVAILABLE => {
+                Ok(response) if response.not_applied(changes_state) => {
                     last_unavailable = Some(response);
+                }
+                Ok(response)
+                    if changes_state && response.status == StatusCode::SERVICE_UNAVAILABLE =>
+                {
+                    return Err(ClientError::Unknown(response.message()));
                 }
                 Ok(response) => {
                     if offset > 0 {
@@ -313,7 +354,14 @@ impl Client {
                     }
                     return Ok(response);
                 }
-                Err(err) => last_error = Some(err),
+                Err(err @ ClientError::Unreachable(_)) => last_error = Some(err),
+                Err(err @ ClientError::Broken(_)) if !changes_state => last_error = Some(err),
+                Err(err @ (ClientError::Broken(_) | ClientError::Timeout { .. }))
+                    if changes_state =>
+                {
+                    return Err(ClientError::Unknown(err.to_string()));
+                }
+                Err(err) => return Err(err),
             }
         }
         if let Some(response) = last_unavailable {
@@ -463,6 +511,85 @@ mod tests {
         );
         assert!(normalize_endpoint("https://x:1").is_err());
         assert!(Client::new::<&str>(&[]).is_err());
+    }
+
+    /// A fake server answering every request with `status` and, if given,
+    /// the outcome header; counts the requests it gets.
+    async fn fake_server(
+        status: StatusCode,
+        outcome: Option<&'static str>,
+        delay: Duration,
+    ) -> (String, Arc<AtomicUsize>) {
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&count);
+        let app = axum::Router::new().fallback(move || {
+            let seen = Arc::clone(&seen);
+            async move {
+                seen.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                let mut response = axum::response::Response::new(axum::body::Body::from(
+                    r#"{"error":"fake"}"#,
+                ));
+                *response.status_mut() = status;
+                if let Some(outcome) = outcome {
+                    response.headers_mut().insert(
+                        OUTCOME_HEADER,
+                        hyper::header::HeaderValue::from_static(outcome),
+                    );
+                }
+                response
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (address, count)
+    }
+
+    /// Issue 9 item 2: a write answered "outcome unknown" (or not at all
+    /// within the deadline) is not sent again; one answered "not applied"
+    /// is.
+    #[tokio::test]
+    async fn only_writes_that_provably_were_not_applied_are_retried() {
+        let retry = Duration::from_millis(700);
+        let (unknown, count) =
+            fake_server(StatusCode::SERVICE_UNAVAILABLE, Some("unknown"), Duration::ZERO).await;
+        let client = Client::new(&[unknown.as_str()]).unwrap().with_retry(retry);
+        let result = client.put(b"k", b"v").await;
+        assert!(matches!(result, Err(ClientError::Unknown(_))), "{result:?}");
+        assert_eq!(count.load(Ordering::SeqCst), 1, "an unknown outcome was retried");
+
+        let (bare, count) = fake_server(StatusCode::SERVICE_UNAVAILABLE, None, Duration::ZERO).await;
+        let client = Client::new(&[bare.as_str()]).unwrap().with_retry(retry);
+        let result = client.put(b"k", b"v").await;
+        assert!(matches!(result, Err(ClientError::Unknown(_))), "{result:?}");
+        assert_eq!(count.load(Ordering::SeqCst), 1, "a 503 without outcome was retried");
+
+        let (slow, count) = fake_server(StatusCode::NO_CONTENT, None, Duration::from_secs(2)).await;
+        let client = Client::new(&[slow.as_str()])
+            .unwrap()
+            .with_retry(retry)
+            .with_timeout(Duration::from_millis(200));
+        let result = client.put(b"k", b"v").await;
+        assert!(matches!(result, Err(ClientError::Unknown(_))), "{result:?}");
+        assert_eq!(count.load(Ordering::SeqCst), 1, "a timed-out write was retried");
+
+        let (refused, count) =
+            fake_server(StatusCode::SERVICE_UNAVAILABLE, Some("not-applied"), Duration::ZERO)
+                .await;
+        let client = Client::new(&[refused.as_str()]).unwrap().with_retry(retry);
+        let result = client.put(b"k", b"v").await;
+        assert!(
+            matches!(result, Err(ClientError::Status { status: 503, .. })),
+            "{result:?}"
+        );
+        assert!(count.load(Ordering::SeqCst) > 1, "a not-applied write was not retried");
+
+        // Reads change nothing: any 503 is retried.
+        let (bare, count) = fake_server(StatusCode::SERVICE_UNAVAILABLE, None, Duration::ZERO).await;
+        let client = Client::new(&[bare.as_str()]).unwrap().with_retry(retry);
+        assert!(client.get(b"k").await.is_err());
+        assert!(count.load(Ordering::SeqCst) > 1, "a failed read was not retried");
     }
 
     #[test]

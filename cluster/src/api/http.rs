@@ -36,11 +36,36 @@
 //!
 //! Every error has a JSON body `{"error": "..."}`. An empty key is 400, a
 //! value over 1.5 MiB (etcd's request limit) is 413, a body that does not
-//! arrive within the body timeout is 408 and the connection is closed, and
-//! when no leader is known or the cluster cannot commit within the request
-//! timeout (quorum lost) the answer is 503 with `Retry-After`. A membership
-//! change that makes no sense (adding an existing member, promoting a voter)
-//! or arrives while another is still being applied is 409.
+//! arrive within the body timeout is 408 and the connection is closed. A
+//! membership change that makes no sense (adding an existing member,
+//! promoting a voter), arrives while another is still being applied, or is
+//! refused by raft when applied is 409.
+//!
+//! # Outcomes: applied, not applied, unknown
+//!
+//! A 204 means applied. Every 409 and 503 says whether the request had an
+//! effect, in the body (`"outcome"`) and in the `X-Metcd-Outcome` header:
+//!
+//! - `not-applied`: certainly not applied, and retrying is safe. No leader
+//!   known or this node is not the leader (nothing was proposed); too many
+//!   requests already wait for the Raft thread (503 with `Retry-After`,
+//!   see `--max-queued-requests`); raft dropped the proposal; a new leader
+//!   overwrote the entry, so it can never commit; a refused membership
+//!   change (409). A read that fails is always `not-applied`: reads change
+//!   nothing.
+//! - `unknown`: the write was proposed and this node cannot tell whether it
+//!   will be applied: the request timed out (quorum lost, leadership lost
+//!   before the outcome was learned), the node shut down after proposing,
+//!   or a snapshot replaced the log past the entry. Retrying could apply it
+//!   twice; read the key to find out.
+//!
+//! # Connections
+//!
+//! [`serve`] runs hyper's HTTP/1 server itself (not `axum::serve`) so that
+//! reading a request's headers has a deadline (`--header-read-timeout-ms`):
+//! a client that opens connections and sends headers slowly (slowloris) has
+//! them closed instead of holding them forever. The body has its own
+//! deadline (the body timeout above).
 
 // Helpers return a ready error `Response` as their `Err`, the idiom of axum
 // handlers; it is large, but it is built once per failed request.
@@ -58,6 +83,7 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
+use crate::raft::handle::Admission;
 use crate::raft::{MemberChange, NodeHandle, NodeStatus, Request, WriteError, WriteReply};
 use crate::state_machine::{Command, Member, StateMachine};
 
@@ -74,13 +100,24 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// How long a client may take to send its request body.
     pub body_timeout: Duration,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Client requests (writes, linearizable reads, membership changes)
+    /// allowed to wait for the Raft thread; more are answered 503.
+    pub max_queued_requests: usize,
 }
+
+/// The default of [`ApiConfig::max_queued_requests`]: far more than one
+/// group commit needs, and with 1.5 MiB values at most a few GiB queued.
+pub const DEFAULT_MAX_QUEUED_REQUESTS: usize = 1024;
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             request_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            max_queued_requests: DEFAULT_MAX_QUEUED_REQUESTS,
         }
     }
 }
@@ -89,10 +126,33 @@ impl Default for ApiConfig {
 struct Api {
     node: NodeHandle,
     config: ApiConfig,
+    admission: Admission,
+}
+
+/// The header that tells whether a failed request had an effect.
+pub const OUTCOME_HEADER: &str = "x-metcd-outcome";
+
+/// Whether a failed request had an effect (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Certainly not applied: safe to retry.
+    NotApplied,
+    /// Maybe applied, maybe not.
+    Unknown,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::NotApplied => "not-applied",
+            Outcome::Unknown => "unknown",
+        }
+    }
 }
 
 /// The router of one node.
 pub fn router(node: NodeHandle, config: ApiConfig) -> Router {
+    let admission = Admission::new(config.max_queued_requests);
     Router::new()
         .route("/-/health", get(health))
         .route("/-/status", get(status))
@@ -101,7 +161,67 @@ pub fn router(node: NodeHandle, config: ApiConfig) -> Router {
         .route("/-/members/{id}/promote", post(promote_member))
         .route("/", any(key_handler))
         .fallback(key_handler)
-        .with_state(Api { node, config })
+        .with_state(Api {
+            node,
+            config,
+            admission,
+        })
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, with a deadline
+/// for reading each request's headers; then lets open connections finish
+/// their requests (for at most a few seconds).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_read_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: wait, go on.
+                    tracing::warn!(%err, "accepting a client connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let mut stopped = stopped.clone();
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = stopped.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+        // Reap finished connections so the set does not grow.
+        while connections.try_join_next().is_some() {}
+    }
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
 }
 
 /// A JSON error response.
@@ -115,12 +235,38 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// A JSON error response that says whether the request had an effect.
+fn error_with_outcome(status: StatusCode, message: impl Into<String>, outcome: Outcome) -> Response {
+    let body = serde_json::json!({ "error": message.into(), "outcome": outcome.as_str() });
+    let mut response = json(status, body);
+    response
+        .headers_mut()
+        .insert(OUTCOME_HEADER, HeaderValue::from_static(outcome.as_str()));
+    response
+}
+
+/// 503, certainly not applied: retry (after a second).
 fn unavailable(message: impl Into<String>) -> Response {
-    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    let mut response =
+        error_with_outcome(StatusCode::SERVICE_UNAVAILABLE, message, Outcome::NotApplied);
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
+}
+
+/// 503, maybe applied: the client must not blindly retry.
+fn outcome_unknown(message: impl Into<String>) -> Response {
+    error_with_outcome(StatusCode::SERVICE_UNAVAILABLE, message, Outcome::Unknown)
+}
+
+/// 503 for a request refused because too many wait for the Raft thread.
+fn overloaded(api: &Api) -> Response {
+    unavailable(format!(
+        "too many requests are waiting for the raft thread (limit {}, --max-queued-requests); \
+         not applied, retry shortly",
+        api.admission.limit()
+    ))
 }
 
 fn json(status: StatusCode, value: serde_json::Value) -> Response {
@@ -156,20 +302,46 @@ fn redirect_to_leader(api: &Api, leader: Option<u64>, uri: &Uri) -> Response {
     response
 }
 
+/// What a request can change, and so what a lost answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    /// A read or a status query: nothing, always safe to retry.
+    None,
+    /// A write or a membership change: once sent, a lost answer leaves the
+    /// outcome unknown.
+    Write,
+}
+
 /// Sends `request` to the Raft thread and waits for its answer within the
 /// request timeout.
-async fn ask<T>(api: &Api, request: Request, answer: oneshot::Receiver<T>) -> Result<T, Response> {
+async fn ask<T>(
+    api: &Api,
+    request: Request,
+    answer: oneshot::Receiver<T>,
+    effect: Effect,
+) -> Result<T, Response> {
     if api.node.requests.send(request).is_err() {
-        return Err(unavailable("this node is shutting down"));
+        return Err(unavailable("this node is shutting down; nothing was proposed"));
     }
-    match tokio::time::timeout(api.config.request_timeout, answer).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(_)) => Err(unavailable(
-            "the request was dropped (leadership changed?); retry",
+    let timeout = api.config.request_timeout.as_millis();
+    match (
+        tokio::time::timeout(api.config.request_timeout, answer).await,
+        effect,
+    ) {
+        (Ok(Ok(value)), _) => Ok(value),
+        (Ok(Err(_)), Effect::None) => Err(unavailable(
+            "the raft thread stopped before answering; retry on another node",
         )),
-        Err(_) => Err(unavailable(format!(
-            "the cluster did not answer within {} ms (quorum lost?); a write may still be applied later",
-            api.config.request_timeout.as_millis()
+        (Ok(Err(_)), Effect::Write) => Err(outcome_unknown(
+            "the raft thread stopped after the write was handed to it; it may or may not be \
+             applied, read the key to find out",
+        )),
+        (Err(_), Effect::None) => Err(unavailable(format!(
+            "the cluster did not answer within {timeout} ms (quorum lost?); retry"
+        ))),
+        (Err(_), Effect::Write) => Err(outcome_unknown(format!(
+            "the cluster did not answer within {timeout} ms (quorum lost or leader changed?); \
+             the write may or may not be applied, read the key to find out"
         ))),
     }
 }
@@ -191,7 +363,7 @@ async fn health(State(api): State<Api>) -> Response {
 
 async fn node_status(api: &Api) -> Result<NodeStatus, Response> {
     let (reply, answer) = oneshot::channel();
-    ask(api, Request::Status { reply }, answer).await
+    ask(api, Request::Status { reply }, answer, Effect::None).await
 }
 
 async fn status(State(api): State<Api>) -> Response {
@@ -224,8 +396,11 @@ fn write_outcome(api: &Api, uri: &Uri, reply: WriteReply) -> Response {
             response
         }
         Err(WriteError::NotLeader { leader }) => redirect_to_leader(api, leader, uri),
-        Err(WriteError::Rejected(message)) => error(StatusCode::CONFLICT, message),
-        Err(WriteError::Unavailable(message)) => unavailable(message),
+        Err(WriteError::Rejected(message)) => {
+            error_with_outcome(StatusCode::CONFLICT, message, Outcome::NotApplied)
+        }
+        Err(WriteError::NotApplied(message)) => unavailable(message),
+        Err(WriteError::Unknown(message)) => outcome_unknown(message),
     }
 }
 
@@ -234,8 +409,16 @@ async fn change_membership(api: &Api, uri: &Uri, change: MemberChange) -> Respon
     if !view.is_leader {
         return redirect_to_leader(api, Some(view.leader), uri);
     }
+    let Some(queued) = api.admission.admit() else {
+        return overloaded(api);
+    };
     let (reply, answer) = oneshot::channel();
-    match ask(api, Request::ChangeMembership { change, reply }, answer).await {
+    let request = Request::ChangeMembership {
+        change,
+        reply,
+        queued,
+    };
+    match ask(api, request, answer, Effect::Write).await {
         Ok(outcome) => write_outcome(api, uri, outcome),
         Err(response) => response,
     }
@@ -517,8 +700,17 @@ async fn key_handler(
 
 // ANCHOR: http_write
 async fn propose(api: &Api, uri: &Uri, command: Command) -> Response {
+    // Bounded: over the limit the write is refused before it is sent.
+    let Some(queued) = api.admission.admit() else {
+        return overloaded(api);
+    };
     let (reply, answer) = oneshot::channel();
-    match ask(api, Request::Propose { command, reply }, answer).await {
+    let request = Request::Propose {
+        command,
+        reply,
+        queued,
+    };
+    match ask(api, request, answer, Effect::Write).await {
         Ok(outcome) => write_outcome(api, uri, outcome),
         Err(response) => response,
     }
@@ -528,8 +720,11 @@ async fn propose(api: &Api, uri: &Uri, command: Command) -> Response {
 async fn read_key(api: &Api, key: Vec<u8>, consistency: Option<String>) -> Response {
     match consistency.as_deref() {
         None | Some("linearizable") => {
+            let Some(queued) = api.admission.admit() else {
+                return overloaded(api);
+            };
             let (reply, answer) = oneshot::channel();
-            match ask(api, Request::ReadIndex { reply }, answer).await {
+            match ask(api, Request::ReadIndex { reply, queued }, answer, Effect::None).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {
                     return unavailable(
@@ -582,6 +777,85 @@ async fn read_key(api: &Api, key: Vec<u8>, consistency: Option<String>) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft::{RaftView, Request};
+    use std::sync::{Arc, RwLock};
+
+    /// Issue 9 item 9: with nobody taking requests off the Raft thread's
+    /// channel (a stalled thread), writes beyond the bound are refused at
+    /// once with 503, Retry-After and outcome not-applied; once the thread
+    /// takes the waiting ones, new writes are admitted again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_over_the_queue_bound_are_refused_as_not_applied() {
+        let (requests, raft) = std::sync::mpsc::channel::<Request>();
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engines::open_shared(
+            engines::EngineKind::Memory,
+            dir.path(),
+            &engines::EngineOptions::default(),
+        )
+        .unwrap();
+        let (_exit, exit) = tokio::sync::watch::channel(None);
+        let view = RaftView {
+            leader: 1,
+            is_leader: true,
+            term: 2,
+        };
+        let node = NodeHandle {
+            id: 1,
+            requests,
+            members: Default::default(),
+            engine,
+            view: Arc::new(RwLock::new(view)),
+            exit,
+        };
+        let config = ApiConfig {
+            request_timeout: Duration::from_secs(2),
+            max_queued_requests: 2,
+            ..ApiConfig::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(serve(
+            listener,
+            router(node, config),
+            Duration::from_secs(5),
+            std::future::pending(),
+        ));
+        let client = crate::Client::new(&[address.as_str()])
+            .unwrap()
+            .with_retry(Duration::ZERO);
+        let put = |key: &'static str| {
+            let client = client.clone();
+            let address = address.clone();
+            tokio::spawn(async move {
+                client
+                    .request_to(&address, Method::PUT, key, Bytes::from_static(b"v"))
+                    .await
+                    .unwrap()
+            })
+        };
+        let first = put("/a");
+        let second = put("/b");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let third = put("/c").await.unwrap();
+        assert_eq!(third.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(third.headers[OUTCOME_HEADER], "not-applied");
+        assert!(third.headers.contains_key(header::RETRY_AFTER));
+
+        // The Raft thread takes the two (and drops them unanswered: their
+        // clients learn that the outcome is unknown).
+        let taken: Vec<Request> = raft.try_iter().collect();
+        assert_eq!(taken.len(), 2);
+        drop(taken);
+        for waiting in [first, second] {
+            let response = waiting.await.unwrap();
+            assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers[OUTCOME_HEADER], "unknown");
+        }
+        let _fourth = put("/d");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(raft.try_iter().count(), 1, "room again after the queue drained");
+    }
 
     #[test]
     fn keys_are_taken_from_the_path() {

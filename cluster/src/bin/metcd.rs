@@ -10,6 +10,15 @@
 //! A node added with `metcdctl member add` starts with `--join <endpoint of
 //! a member>` instead of `--initial-cluster`: it learns the members from that
 //! endpoint and its state from the leader.
+//!
+//! The process exits 0 only when it was interrupted (Ctrl-C) or removed from
+//! the cluster. When the Raft thread fails (a disk error, corruption, a
+//! panic, caught and reported with its message) it logs why and exits 1, so
+//! that a supervisor restarts it or raises the alarm.
+//!
+//! `METCD_TEST_PANIC_AT_INDEX=<index>` is for tests only: read once at
+//! start, it makes the Raft thread panic when it applies that entry, to
+//! check the path above. Never set it in production.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use cluster::api::http::{DEFAULT_MAX_QUEUED_REQUESTS, serve};
 use cluster::api::{ApiConfig, router};
 use cluster::raft::{NodeConfig, NodeExit};
 use cluster::{Client, Member, parse_id_list};
@@ -73,6 +83,15 @@ struct Args {
     /// How long a client may take to send a request body before a 408.
     #[arg(long, default_value_t = 10_000)]
     body_timeout_ms: u64,
+    /// How long a client may take to send a request's headers before the
+    /// connection is closed (against slow-header attacks).
+    #[arg(long, default_value_t = 10_000)]
+    header_read_timeout_ms: u64,
+    /// Client requests (writes, linearizable reads, membership changes)
+    /// allowed to wait for the Raft thread; more are answered 503 with
+    /// Retry-After (outcome not-applied).
+    #[arg(long, default_value_t = DEFAULT_MAX_QUEUED_REQUESTS)]
+    max_queued_requests: usize,
     /// Engine cache in MiB.
     #[arg(long, default_value_t = 64)]
     cache_mb: u64,
@@ -190,26 +209,42 @@ async fn run(args: Args) -> anyhow::Result<()> {
         data_dir = %data_dir.display(),
         "metcd node started"
     );
+    if args.max_queued_requests == 0 {
+        bail!("--max-queued-requests must be 1 or more");
+    }
     let api = ApiConfig {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         body_timeout: Duration::from_millis(args.body_timeout_ms),
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms.max(1)),
+        max_queued_requests: args.max_queued_requests,
     };
     let mut exit = node.exit.clone();
     let outcome = node.exit.clone();
     let app = router(node, api);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<bool>();
     let stopped = async move {
-        tokio::select! {
-            _ = exit.wait_for(|e| e.is_some()) => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        // `true` when interrupted; `false` when the node stopped (or its
+        // thread vanished without a word, which is a failure too).
+        let interrupted = tokio::select! {
+            _ = exit.wait_for(|e| e.is_some()) => false,
+            _ = tokio::signal::ctrl_c() => true,
+        };
+        let _ = stop_tx.send(interrupted);
     };
-    let server = axum::serve(client_listener, app).with_graceful_shutdown(stopped);
-    server.await.context("serving the client API")?;
+    serve(client_listener, app, api.header_read_timeout, stopped).await;
+    let interrupted = stop_rx.await.unwrap_or(false);
     let outcome = outcome.borrow().clone();
     match outcome {
-        Some(NodeExit::Failed(message)) => bail!("the raft node failed: {message}"),
+        Some(NodeExit::Failed(message)) => {
+            tracing::error!(%message, "the raft node failed; exiting with an error");
+            bail!("the raft node failed: {message}")
+        }
         Some(NodeExit::Removed) => tracing::info!("removed from the cluster; exiting"),
-        None => tracing::info!("interrupted; exiting"),
+        None if interrupted => tracing::info!("interrupted; exiting"),
+        None => {
+            tracing::error!("the raft thread stopped without reporting why; exiting with an error");
+            bail!("the raft thread stopped without reporting why")
+        }
     }
     Ok(())
 }

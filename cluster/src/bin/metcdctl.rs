@@ -8,7 +8,11 @@
 //! ```
 //!
 //! Requests go to the endpoints in turn and follow redirects to the leader
-//! (see `cluster::client`). Benchmarks are not here: `workbench run cluster
+//! (see `cluster::client`). A write is retried only when it certainly was
+//! not applied; when its outcome is unknown (a timeout, a leader change
+//! before the answer) metcdctl says so and exits with status 2, so that a
+//! script can read the key before deciding to write again. Other errors
+//! exit with status 1. Benchmarks are not here: `workbench run cluster
 //! --target cluster` measures the cluster with the one harness and its
 //! machine calibration (see `cluster/README.md`).
 
@@ -186,12 +190,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Exit status when a write's outcome is unknown.
+const EXIT_UNKNOWN: u8 = 2;
+
 fn main() -> std::process::ExitCode {
     match start() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+            let unknown = err
+                .downcast_ref::<cluster::client::ClientError>()
+                .is_some_and(|e| matches!(e, cluster::client::ClientError::Unknown(_)));
+            if unknown {
+                std::process::ExitCode::from(EXIT_UNKNOWN)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

@@ -5,8 +5,25 @@
 //! [`Request`]s, each carrying a `oneshot` for its answer, plus a few shared
 //! read-only views (the role and leader for redirects, the member table for
 //! addresses, the engine for serializable reads).
+//!
+//! # Outcomes
+//!
+//! A write's answer says whether it was applied, and when it was not, whether
+//! that is *known*: [`WriteError::NotLeader`], [`WriteError::Rejected`] and
+//! [`WriteError::NotApplied`] are definite (the entry was never proposed, raft
+//! dropped it, or another entry took its place in the log), so the client may
+//! safely retry; [`WriteError::Unknown`] is not (the entry may still commit).
+//!
+//! # Admission
+//!
+//! Client requests (writes, reads, membership changes) carry a [`Queued`]
+//! ticket taken from an [`Admission`] counter before they are sent; the
+//! Raft thread drops the ticket when it takes the request off the channel.
+//! The number of client requests waiting for the Raft thread is therefore
+//! bounded, and a request over the bound is refused before it is sent.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -37,6 +54,8 @@ pub enum NodeError {
     Invalid(String),
     #[error("could not start the raft thread: {0}")]
     Thread(std::io::Error),
+    #[error("the raft thread panicked: {0}")]
+    Panicked(String),
 }
 
 /// How a node is run.
@@ -62,16 +81,29 @@ pub struct NodeConfig {
     pub join: bool,
 }
 
-/// Why a write was not applied.
+/// Why a write was not applied, or why its outcome is not known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteError {
     /// This node is not the leader; `leader` is the one it knows of.
+    /// Nothing was proposed.
     NotLeader { leader: Option<u64> },
-    /// Refused before proposing (bad membership change, change in flight).
+    /// Refused, definitely not applied: a membership change that makes no
+    /// sense, one while another is in flight, or one raft refused to apply.
     Rejected(String),
-    /// Raft could not take the proposal now (leadership in transfer);
-    /// retrying shortly is expected to work.
-    Unavailable(String),
+    /// Definitely not applied, and retrying is expected to work: raft
+    /// dropped the proposal (leadership in transfer), or the entry was
+    /// overwritten by a new leader's entry at its index.
+    NotApplied(String),
+    /// The entry was proposed and this node cannot tell whether it will be
+    /// applied (a snapshot replaced the log past it); read to find out.
+    Unknown(String),
+}
+
+impl WriteError {
+    /// True when the write certainly was not applied (and never will be).
+    pub fn is_definite(&self) -> bool {
+        !matches!(self, WriteError::Unknown(_))
+    }
 }
 
 pub type WriteReply = Result<Applied, WriteError>;
@@ -94,14 +126,17 @@ pub enum Request {
     Propose {
         command: Command,
         reply: oneshot::Sender<WriteReply>,
+        queued: Queued,
     },
     /// A linearizable read: answered once the read index is applied.
     ReadIndex {
         reply: oneshot::Sender<Result<(), WriteError>>,
+        queued: Queued,
     },
     ChangeMembership {
         change: MemberChange,
         reply: oneshot::Sender<WriteReply>,
+        queued: Queued,
     },
     Status {
         reply: oneshot::Sender<NodeStatus>,
@@ -134,6 +169,13 @@ pub struct NodeStatus {
     /// Total time spent in WAL `fdatasync`, in microseconds.
     pub wal_fsync_micros: u64,
     pub applied_writes: u64,
+    /// ReadIndex rounds started (one per batch of linearizable reads, and
+    /// one per re-issue of a stuck batch).
+    #[serde(default)]
+    pub read_index_rounds: u64,
+    /// Linearizable reads served by those rounds.
+    #[serde(default)]
+    pub read_index_reads: u64,
 }
 
 /// Role and leader as last seen by the Raft thread, for the HTTP layer's
@@ -163,6 +205,61 @@ pub struct NodeHandle {
     pub engine: Arc<dyn Engine>,
     pub view: Arc<RwLock<RaftView>>,
     pub exit: watch::Receiver<Option<NodeExit>>,
+}
+
+/// Bounds the client requests waiting for the Raft thread: one counter per
+/// node, shared by every HTTP connection.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    waiting: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+/// One admitted request, counted until the Raft thread takes it (drops it).
+#[derive(Debug)]
+pub struct Queued(Option<Arc<AtomicUsize>>);
+
+impl Admission {
+    /// At most `limit` requests waiting; `limit` is at least 1.
+    pub fn new(limit: usize) -> Admission {
+        Admission {
+            waiting: Arc::new(AtomicUsize::new(0)),
+            limit: limit.max(1),
+        }
+    }
+
+    /// A ticket, or `None` when `limit` requests are already waiting.
+    pub fn admit(&self) -> Option<Queued> {
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Queued(Some(Arc::clone(&self.waiting))))
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
+impl Queued {
+    /// A ticket counted nowhere (for requests made inside the process).
+    pub fn untracked() -> Queued {
+        Queued(None)
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        if let Some(waiting) = self.0.take() {
+            waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl NodeHandle {

@@ -1,5 +1,13 @@
 //! Membership changes: one at a time, proposed as raft conf changes that
 //! carry the member's addresses, applied on every node with the data.
+//!
+//! The client that asked waits like a writer (see `pending`): under the
+//! conf change entry's (index, term). It is answered with success only when
+//! raft applied the change. Raft can still refuse a change that passed the
+//! checks here: at proposal time it turns a conf change into an empty entry
+//! when another change is unapplied, and at apply time it refuses one that
+//! would leave no voter. Either way the client gets a 409 with the reason,
+//! and the membership is unchanged.
 
 use protobuf::Message as _;
 use raft::StateRole;
@@ -7,15 +15,18 @@ use raft::prelude::{ConfChange, ConfChangeType, ConfState, Entry, EntryType};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::handle::{MemberChange, NodeError, WriteError, WriteReply};
 use super::Node;
-use crate::state_machine::Member;
+use super::handle::{MemberChange, NodeError, WriteError, WriteReply};
+use crate::state_machine::{Applied, Member};
 
 
-/// Context carried in a conf change entry: who asked, and the member's
-/// addresses, so every node learns them when it applies the change.
+/// Context carried in a conf change entry: who proposed it, and the
+/// member's addresses, so every node learns them when it applies the change.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct ChangeContext {
+    /// The proposing node's id (informational: the waiting client is found
+    /// by the entry's index and term). Named `request` for the entries
+    /// written before that.
     request: u64,
     member: Option<Member>,
 }
@@ -130,7 +141,7 @@ impl Node {
             )));
             return;
         }
-        let request = self.new_request_id();
+        let request = self.id;
         let mut cc = ConfChange::default();
         cc.set_change_type(change_type);
         cc.node_id = id;
@@ -145,20 +156,25 @@ impl Node {
             }
         }
         let proposed = self.raw.propose_conf_change(vec![], cc);
-        self.wait_for_apply(request, reply, proposed, |err| {
+        self.wait_for_apply(reply, proposed, |err| {
             WriteError::Rejected(format!("raft refused the change: {err}"))
         });
     }
 
     /// Applies a committed conf change to raft and stages it in the state
-    /// machine (membership and addresses, with the applied index).
-    pub(super) fn apply_conf_change(&mut self, entry: &Entry) -> Result<Option<u64>, NodeError> {
+    /// machine (membership and addresses, with the applied index). Returns
+    /// the answer for the client waiting for this entry: success only if
+    /// raft applied the change.
+    pub(super) fn apply_conf_change(&mut self, entry: &Entry) -> Result<WriteReply, NodeError> {
         let cc = match ConfChange::parse_from_bytes(entry.get_data()) {
             Ok(cc) => cc,
             Err(err) => {
                 tracing::error!(index = entry.index, %err, "undecodable conf change skipped");
                 self.sm.stage_noop(entry.index, entry.term);
-                return Ok(None);
+                return Ok(Err(WriteError::Rejected(format!(
+                    "the membership change at index {} could not be decoded: {err}",
+                    entry.index
+                ))));
             }
         };
         let context: ChangeContext = serde_json::from_slice(cc.get_context()).unwrap_or_default();
@@ -167,7 +183,11 @@ impl Node {
             Err(err) => {
                 tracing::warn!(index = entry.index, %err, "conf change not applicable; skipped");
                 self.sm.stage_noop(entry.index, entry.term);
-                return Ok(Some(context.request));
+                return Ok(Err(WriteError::Rejected(format!(
+                    "raft refused to apply the membership change ({:?} of node {}): {err}",
+                    cc.get_change_type(),
+                    cc.node_id
+                ))));
             }
         };
         let id = cc.node_id;
@@ -197,7 +217,10 @@ impl Node {
         self.storage.log.wl().set_conf_state(conf_state.clone());
         self.sm
             .stage_conf_change(entry.index, entry.term, conf_state, id, member)?;
-        Ok(Some(context.request))
+        Ok(Ok(Applied {
+            revision: self.sm.revision(),
+            existed: true,
+        }))
     }
     // ANCHOR_END: conf_change
 }

@@ -5,8 +5,29 @@
 //! **every** request waiting in the channel, and then handles one `Ready`.
 //! That drain is the group commit: all writes that arrived while the
 //! previous fsync ran are proposed together, land in the same `Ready`, and
-//! share one WAL fsync.
+//! share one WAL fsync. The linearizable reads drained in that iteration go
+//! into one ReadIndex round (see `pending`).
+//!
+//! # Step-down
+//!
+//! A leader that loses its leadership does not answer its waiting writers:
+//! it keeps them, because as a follower it still applies the entry at each
+//! waited index and then knows whether it was theirs (same term: applied)
+//! or a new leader's (other term: not applied, safe to retry). Clients that
+//! cannot wait that long get "outcome unknown" from the HTTP timeout.
+//!
+//! # Failure
+//!
+//! Every error the loop cannot continue after (disk, corruption) ends it
+//! with `Err`; so does a panic, caught here and turned into
+//! [`NodeError::Panicked`] with its message, so that the process reports
+//! `NodeExit::Failed` and exits non-zero instead of looking like a clean
+//! stop. `METCD_TEST_PANIC_AT_INDEX=<index>` (read once at start; for tests
+//! only, never set it in production) panics when that entry is applied, so
+//! that a test can check this path.
 
+use std::panic::AssertUnwindSafe;
+use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Instant;
@@ -14,13 +35,58 @@ use std::time::Instant;
 use raft::prelude::{Entry, EntryType, Message};
 use raft::{SnapshotStatus, StateRole, Storage};
 
-use super::handle::{NodeError, NodeStatus, RaftView, Request, WriteReply};
-use super::wal::WalRecord;
 use super::Node;
-use crate::state_machine::{Applied, Command};
+use super::handle::{NodeError, NodeStatus, RaftView, Request, WriteError, WriteReply};
+use super::wal::WalRecord;
+use crate::state_machine::Command;
+
+/// The environment variable of the test-only panic trigger.
+pub const TEST_PANIC_ENV: &str = "METCD_TEST_PANIC_AT_INDEX";
+
+/// The index at which a test asked the Raft thread to panic, read once.
+fn test_panic_index() -> Option<u64> {
+    static AT: OnceLock<Option<u64>> = OnceLock::new();
+    *AT.get_or_init(|| {
+        std::env::var(TEST_PANIC_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}
 
 impl Node {
-    pub(super) fn run(mut self) -> Result<(), NodeError> {
+    /// Runs the loop until the node is removed or fails; a panic is caught
+    /// and returned as [`NodeError::Panicked`].
+    pub(super) fn run(self) -> Result<(), NodeError> {
+        let id = self.id;
+        if let Some(index) = test_panic_index() {
+            tracing::warn!(
+                id,
+                index,
+                "{TEST_PANIC_ENV} is set: this node will panic when it applies that entry (test only)"
+            );
+        }
+        match std::panic::catch_unwind(AssertUnwindSafe(move || self.run_loop())) {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                let message = panic_message(panic.as_ref());
+                tracing::error!(id, %message, "the raft thread panicked");
+                Err(NodeError::Panicked(message))
+            }
+        }
+    }
+
+    fn run_loop(mut self) -> Result<(), NodeError> {
         let mut next_tick = Instant::now() + self.tick;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
@@ -42,7 +108,15 @@ impl Node {
                 }
                 self.housekeeping();
             }
+            // One ReadIndex round for the reads drained above.
+            self.issue_reads();
             self.on_ready()?;
+            if self.reads_to_issue() {
+                // A round completed in that Ready and reads are queued:
+                // start the next round now, not at the next wake-up.
+                self.issue_reads();
+                self.on_ready()?;
+            }
             if self.storage.take_snapshot_request() {
                 self.snapshot_now()?;
             }
@@ -64,9 +138,13 @@ impl Node {
                     tracing::debug!(%err, "raft refused a message");
                 }
             }
-            Request::Propose { command, reply } => self.propose(command, reply),
-            Request::ReadIndex { reply } => self.read_index(reply),
-            Request::ChangeMembership { change, reply } => self.change_membership(change, reply),
+            // The admission ticket (`queued`) is dropped once the request
+            // is handled: it counts only requests waiting for this thread.
+            Request::Propose { command, reply, .. } => self.propose(command, reply),
+            Request::ReadIndex { reply, .. } => self.read_index(reply),
+            Request::ChangeMembership { change, reply, .. } => {
+                self.change_membership(change, reply)
+            }
             Request::Status { reply } => {
                 let _ = reply.send(self.status());
             }
@@ -86,12 +164,9 @@ impl Node {
         if !self.raw.has_ready() {
             return Ok(());
         }
+        // A step-down answers no waiter: they learn their outcome when
+        // their index is applied (see `pending`).
         let mut ready = self.raw.ready();
-        if let Some(soft) = ready.ss()
-            && soft.raft_state != StateRole::Leader
-        {
-            self.fail_pending_writes();
-        }
 
         // 1. The leader may replicate before its own fsync.
         self.send(ready.take_messages());
@@ -145,6 +220,9 @@ impl Node {
         self.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
+        // Waiters the log moved past without applying their index (a
+        // snapshot was installed): their outcome is unknown.
+        self.pending.settle_skipped(self.sm.applied_index());
 
         self.release_reads();
         self.maybe_snapshot()
@@ -159,48 +237,61 @@ impl Node {
 
     // ANCHOR: apply
     /// Applies committed entries in one engine batch, then answers the
-    /// clients that wait for them.
+    /// clients that wait for them, matched by each entry's index and term.
     pub(super) fn apply(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut answered: Vec<(u64, WriteReply)> = Vec::new();
+        let mut answered: Vec<(u64, u64, WriteReply)> = Vec::new();
         for entry in &entries {
             if entry.index <= self.sm.applied_index() {
                 continue;
             }
-            match entry.get_entry_type() {
+            if test_panic_index() == Some(entry.index) {
+                panic!(
+                    "{TEST_PANIC_ENV}={} reached (a test asked for this panic)",
+                    entry.index
+                );
+            }
+            let reply = match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.get_data().is_empty() => {
+                    // A new leader's no-op, or a conf change raft replaced
+                    // with an empty entry because another was unapplied.
                     self.sm.stage_noop(entry.index, entry.term);
+                    Err(WriteError::Rejected(
+                        "raft replaced the membership change with an empty entry: another \
+                         change was not yet applied; retry in a moment"
+                            .into(),
+                    ))
                 }
                 EntryType::EntryNormal => match Command::decode(entry.get_data()) {
                     Ok(command) => {
                         let applied = self.sm.stage_command(entry.index, entry.term, &command)?;
                         self.applied_writes += 1;
-                        answered.push((command.request(), Ok(applied)));
+                        Ok(applied)
                     }
                     Err(reason) => {
                         tracing::error!(index = entry.index, reason, "undecodable entry skipped");
                         self.sm.stage_noop(entry.index, entry.term);
+                        Err(WriteError::Rejected(format!(
+                            "entry {} could not be decoded: {reason}",
+                            entry.index
+                        )))
                     }
                 },
-                EntryType::EntryConfChange => {
-                    if let Some(request) = self.apply_conf_change(entry)? {
-                        let applied = Applied {
-                            revision: self.sm.revision(),
-                            existed: true,
-                        };
-                        answered.push((request, Ok(applied)));
-                    }
+                EntryType::EntryConfChange => self.apply_conf_change(entry)?,
+                EntryType::EntryConfChangeV2 => {
+                    self.sm.stage_noop(entry.index, entry.term);
+                    Err(WriteError::Rejected(
+                        "joint membership changes (ConfChangeV2) are not supported".into(),
+                    ))
                 }
-                EntryType::EntryConfChangeV2 => self.sm.stage_noop(entry.index, entry.term),
-            }
+            };
+            answered.push((entry.index, entry.term, reply));
         }
         self.sm.commit()?;
-        for (request, reply) in answered {
-            if let Some(waiter) = self.pending.writes.remove(&request) {
-                let _ = waiter.reply.send(reply);
-            }
+        for (index, term, reply) in answered {
+            self.pending.settle(index, term, reply);
         }
         Ok(())
     }
@@ -257,6 +348,8 @@ impl Node {
             wal_fsyncs: self.fsyncs.load(Ordering::Relaxed),
             wal_fsync_micros: self.fsync_micros.load(Ordering::Relaxed),
             applied_writes: self.applied_writes,
+            read_index_rounds: self.pending.read_index_rounds,
+            read_index_reads: self.pending.read_index_reads,
         }
     }
 }

@@ -282,3 +282,50 @@ pub async fn put_retrying(client: &Client, key: &str, value: &str) {
     })
     .await
 }
+
+/// Sends `signal` (e.g. "STOP", "CONT") to node `id`'s process.
+pub fn signal(cluster: &Cluster, id: u64, signal: &str) {
+    let child = cluster.node(id).child.as_ref().expect("node is running");
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} node {id}");
+}
+
+/// The running nodes other than `leader`.
+pub fn followers(cluster: &Cluster, leader: u64) -> Vec<u64> {
+    cluster
+        .running()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect()
+}
+
+/// Resumes (SIGCONT) the given nodes when dropped, so that a failing test
+/// leaves no stopped process behind (a stopped process ignores SIGKILL
+/// until it is continued on some systems' process managers).
+pub struct Paused<'a> {
+    pub cluster: &'a Cluster,
+    pub ids: Vec<u64>,
+}
+
+impl<'a> Paused<'a> {
+    pub fn pause(cluster: &'a Cluster, ids: Vec<u64>) -> Paused<'a> {
+        for id in &ids {
+            signal(cluster, *id, "STOP");
+        }
+        Paused { cluster, ids }
+    }
+
+    pub fn resume(self) {}
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        for id in &self.ids {
+            signal(self.cluster, *id, "CONT");
+        }
+    }
+}
