@@ -150,11 +150,6 @@ impl Pending {
             ))));
         }
     }
-
-    /// Number of writes waiting for their entry.
-    pub(super) fn waiting_writes(&self) -> usize {
-        self.writes.values().map(Vec::len).sum()
-    }
 }
 
 fn overwritten(index: u64, proposed: u64, applied: u64) -> WriteError {
@@ -333,7 +328,6 @@ mod tests {
     use std::sync::atomic::AtomicU64;
     use std::sync::{Arc, RwLock};
 
-    use protobuf::Message as _;
     use raft::RawNode;
     use raft::prelude::{ConfChange, ConfChangeType, Entry, HardState, Message, MessageType};
     use tokio::sync::oneshot;
