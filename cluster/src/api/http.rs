@@ -255,9 +255,16 @@ fn unavailable(message: impl Into<String>) -> Response {
     response
 }
 
-/// 503, maybe applied: the client must not blindly retry.
+/// 503, maybe applied: the client must not blindly retry. `Retry-After`
+/// still says when the service may be back; the outcome says that this
+/// request must not simply be sent again.
 fn outcome_unknown(message: impl Into<String>) -> Response {
-    error_with_outcome(StatusCode::SERVICE_UNAVAILABLE, message, Outcome::Unknown)
+    let mut response =
+        error_with_outcome(StatusCode::SERVICE_UNAVAILABLE, message, Outcome::Unknown);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// 503 for a request refused because too many wait for the Raft thread.
