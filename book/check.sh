@@ -109,7 +109,7 @@ resolve() { # chapter path -> absolute path in the repository (or $RESULTS)
     printf '%s\n' "$abs"
 }
 # Whether an absolute path points into the run under test.
-in_results() { [[ "$1" == "$RESULTS" || "$1" == "$RESULTS/"* ]]; }
+in_results() { [[ "$1" == "$RESULTS" || "$1" == "$RESULTS/"* || "$1" == "$ROOT/results/"* ]]; }
 
 # ---------------------------------------------------------------- the reference run
 results_present=1
@@ -251,6 +251,11 @@ done
 mkdir -p "$stage/book" "$stage/results"
 cp book.toml "$stage/book/"
 cp -a src "$stage/book/src"
+# Other committed runs (the cluster's, the fault harness's) are shown as they
+# are; only the reference run can be swapped with METCD_BOOK_RESULTS.
+for run in "$ROOT"/results/*; do
+    [[ -d "$run" && "$(basename "$run")" != reference ]] && ln -s "$run" "$stage/results/$(basename "$run")"
+done
 if ((results_present)); then
     ln -s "$RESULTS" "$stage/results/reference"
 else

@@ -527,9 +527,8 @@ mod tests {
             async move {
                 seen.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(delay).await;
-                let mut response = axum::response::Response::new(axum::body::Body::from(
-                    r#"{"error":"fake"}"#,
-                ));
+                let mut response =
+                    axum::response::Response::new(axum::body::Body::from(r#"{"error":"fake"}"#));
                 *response.status_mut() = status;
                 if let Some(outcome) = outcome {
                     response.headers_mut().insert(
@@ -552,18 +551,31 @@ mod tests {
     #[tokio::test]
     async fn only_writes_that_provably_were_not_applied_are_retried() {
         let retry = Duration::from_millis(700);
-        let (unknown, count) =
-            fake_server(StatusCode::SERVICE_UNAVAILABLE, Some("unknown"), Duration::ZERO).await;
+        let (unknown, count) = fake_server(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("unknown"),
+            Duration::ZERO,
+        )
+        .await;
         let client = Client::new(&[unknown.as_str()]).unwrap().with_retry(retry);
         let result = client.put(b"k", b"v").await;
         assert!(matches!(result, Err(ClientError::Unknown(_))), "{result:?}");
-        assert_eq!(count.load(Ordering::SeqCst), 1, "an unknown outcome was retried");
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            1,
+            "an unknown outcome was retried"
+        );
 
-        let (bare, count) = fake_server(StatusCode::SERVICE_UNAVAILABLE, None, Duration::ZERO).await;
+        let (bare, count) =
+            fake_server(StatusCode::SERVICE_UNAVAILABLE, None, Duration::ZERO).await;
         let client = Client::new(&[bare.as_str()]).unwrap().with_retry(retry);
         let result = client.put(b"k", b"v").await;
         assert!(matches!(result, Err(ClientError::Unknown(_))), "{result:?}");
-        assert_eq!(count.load(Ordering::SeqCst), 1, "a 503 without outcome was retried");
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            1,
+            "a 503 without outcome was retried"
+        );
 
         let (slow, count) = fake_server(StatusCode::NO_CONTENT, None, Duration::from_secs(2)).await;
         let client = Client::new(&[slow.as_str()])
@@ -572,24 +584,38 @@ mod tests {
             .with_timeout(Duration::from_millis(200));
         let result = client.put(b"k", b"v").await;
         assert!(matches!(result, Err(ClientError::Unknown(_))), "{result:?}");
-        assert_eq!(count.load(Ordering::SeqCst), 1, "a timed-out write was retried");
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            1,
+            "a timed-out write was retried"
+        );
 
-        let (refused, count) =
-            fake_server(StatusCode::SERVICE_UNAVAILABLE, Some("not-applied"), Duration::ZERO)
-                .await;
+        let (refused, count) = fake_server(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("not-applied"),
+            Duration::ZERO,
+        )
+        .await;
         let client = Client::new(&[refused.as_str()]).unwrap().with_retry(retry);
         let result = client.put(b"k", b"v").await;
         assert!(
             matches!(result, Err(ClientError::Status { status: 503, .. })),
             "{result:?}"
         );
-        assert!(count.load(Ordering::SeqCst) > 1, "a not-applied write was not retried");
+        assert!(
+            count.load(Ordering::SeqCst) > 1,
+            "a not-applied write was not retried"
+        );
 
         // Reads change nothing: any 503 is retried.
-        let (bare, count) = fake_server(StatusCode::SERVICE_UNAVAILABLE, None, Duration::ZERO).await;
+        let (bare, count) =
+            fake_server(StatusCode::SERVICE_UNAVAILABLE, None, Duration::ZERO).await;
         let client = Client::new(&[bare.as_str()]).unwrap().with_retry(retry);
         assert!(client.get(b"k").await.is_err());
-        assert!(count.load(Ordering::SeqCst) > 1, "a failed read was not retried");
+        assert!(
+            count.load(Ordering::SeqCst) > 1,
+            "a failed read was not retried"
+        );
     }
 
     #[test]

@@ -31,16 +31,19 @@ async fn a_write_with_an_unknown_outcome_is_not_retried() {
     let before = cluster.status(leader).await.unwrap().last_log_index;
 
     let paused = Paused::pause(&cluster, followers(&cluster, leader));
-    let client = cluster
-        .client_of(leader)
-        .with_retry(Duration::from_secs(2));
+    let client = cluster.client_of(leader).with_retry(Duration::from_secs(2));
     let result = client.put(b"k", b"once").await;
     assert!(
         matches!(result, Err(ClientError::Unknown(_))),
         "expected an unknown outcome, got {result:?}"
     );
     let after = cluster.status(leader).await.unwrap().last_log_index;
-    assert_eq!(after - before, 1, "the write was proposed {} times", after - before);
+    assert_eq!(
+        after - before,
+        1,
+        "the write was proposed {} times",
+        after - before
+    );
     paused.resume();
 
     let reader = cluster.client_of(leader);
@@ -91,8 +94,16 @@ async fn a_panic_on_the_raft_thread_exits_non_zero() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let mut log = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
-    assert!(!status.success(), "metcd exited {status} after a panic:\n{log}");
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(
+        !status.success(),
+        "metcd exited {status} after a panic:\n{log}"
+    );
     assert!(
         log.contains("METCD_TEST_PANIC_AT_INDEX=3 reached"),
         "the panic message is not in the log:\n{log}"

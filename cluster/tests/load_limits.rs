@@ -76,5 +76,8 @@ async fn a_connection_sending_half_a_header_is_closed() {
         outcome.is_ok(),
         "the connection was still open after {elapsed:?}: {outcome:?}"
     );
-    assert!(elapsed < Duration::from_secs(3), "closed only after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "closed only after {elapsed:?}"
+    );
 }

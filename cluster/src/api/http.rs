@@ -236,7 +236,11 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// A JSON error response that says whether the request had an effect.
-fn error_with_outcome(status: StatusCode, message: impl Into<String>, outcome: Outcome) -> Response {
+fn error_with_outcome(
+    status: StatusCode,
+    message: impl Into<String>,
+    outcome: Outcome,
+) -> Response {
     let body = serde_json::json!({ "error": message.into(), "outcome": outcome.as_str() });
     let mut response = json(status, body);
     response
@@ -247,8 +251,11 @@ fn error_with_outcome(status: StatusCode, message: impl Into<String>, outcome: O
 
 /// 503, certainly not applied: retry (after a second).
 fn unavailable(message: impl Into<String>) -> Response {
-    let mut response =
-        error_with_outcome(StatusCode::SERVICE_UNAVAILABLE, message, Outcome::NotApplied);
+    let mut response = error_with_outcome(
+        StatusCode::SERVICE_UNAVAILABLE,
+        message,
+        Outcome::NotApplied,
+    );
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -328,7 +335,9 @@ async fn ask<T>(
     effect: Effect,
 ) -> Result<T, Response> {
     if api.node.requests.send(request).is_err() {
-        return Err(unavailable("this node is shutting down; nothing was proposed"));
+        return Err(unavailable(
+            "this node is shutting down; nothing was proposed",
+        ));
     }
     let timeout = api.config.request_timeout.as_millis();
     match (
@@ -731,7 +740,14 @@ async fn read_key(api: &Api, key: Vec<u8>, consistency: Option<String>) -> Respo
                 return overloaded(api);
             };
             let (reply, answer) = oneshot::channel();
-            match ask(api, Request::ReadIndex { reply, queued }, answer, Effect::None).await {
+            match ask(
+                api,
+                Request::ReadIndex { reply, queued },
+                answer,
+                Effect::None,
+            )
+            .await
+            {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {
                     return unavailable(
@@ -861,7 +877,11 @@ mod tests {
         }
         let _fourth = put("/d");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(raft.try_iter().count(), 1, "room again after the queue drained");
+        assert_eq!(
+            raft.try_iter().count(),
+            1,
+            "room again after the queue drained"
+        );
     }
 
     #[test]

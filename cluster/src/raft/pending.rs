@@ -301,7 +301,8 @@ impl Node {
     /// Once a tick: forget waiters whose clients gave up.
     pub(super) fn housekeeping(&mut self) {
         let now = Instant::now();
-        let live = |since: Instant, closed: bool| now.duration_since(since) < FORGET_AFTER && !closed;
+        let live =
+            |since: Instant, closed: bool| now.duration_since(since) < FORGET_AFTER && !closed;
         for waiters in self.pending.writes.values_mut() {
             waiters.retain(|w| live(w.since, w.reply.is_closed()));
         }
@@ -315,7 +316,9 @@ impl Node {
         for (_, reads) in &mut self.pending.ready_reads {
             reads.retain(|r| !r.reply.is_closed());
         }
-        self.pending.ready_reads.retain(|(_, reads)| !reads.is_empty());
+        self.pending
+            .ready_reads
+            .retain(|(_, reads)| !reads.is_empty());
     }
 }
 
@@ -524,7 +527,12 @@ mod tests {
             value: b"theirs".to_vec(),
         };
         let prev = (index - 1, h.entry(index - 1).term);
-        h.append_from_2(term + 1, prev, vec![normal(index, term + 1, theirs.encode())], index);
+        h.append_from_2(
+            term + 1,
+            prev,
+            vec![normal(index, term + 1, theirs.encode())],
+            index,
+        );
         assert_eq!(h.node.sm.applied_index(), index);
         match answer.try_recv() {
             Ok(Err(WriteError::NotApplied(_))) => {}
@@ -553,7 +561,12 @@ mod tests {
             "the step-down must not answer a client whose outcome can still be learned"
         );
         // The new leader has the proposal and commits it with its no-op.
-        h.append_from_2(term + 1, (index, term), vec![normal(index + 1, term + 1, vec![])], index + 1);
+        h.append_from_2(
+            term + 1,
+            (index, term),
+            vec![normal(index + 1, term + 1, vec![])],
+            index + 1,
+        );
         match answer.try_recv() {
             Ok(Ok(_)) => {}
             other => panic!("expected applied, got {other:?}"),
@@ -582,10 +595,13 @@ mod tests {
             .node
             .raw
             .propose_conf_change(vec![], change(ConfChangeType::RemoveNode, 1));
-        h.node.wait_for_apply(reply, proposed, |e| WriteError::Rejected(e.to_string()));
+        h.node
+            .wait_for_apply(reply, proposed, |e| WriteError::Rejected(e.to_string()));
         h.settle();
         match removed.try_recv() {
-            Ok(Err(WriteError::Rejected(reason))) => assert!(reason.contains("refused"), "{reason}"),
+            Ok(Err(WriteError::Rejected(reason))) => {
+                assert!(reason.contains("refused"), "{reason}")
+            }
             other => panic!("expected a refusal, got {other:?}"),
         }
         assert_eq!(h.node.sm.conf_state().voters, vec![1]);
@@ -597,15 +613,22 @@ mod tests {
             .node
             .raw
             .propose_conf_change(vec![], change(ConfChangeType::AddLearnerNode, 3));
-        h.node.wait_for_apply(first_reply, proposed, |e| WriteError::Rejected(e.to_string()));
+        h.node.wait_for_apply(first_reply, proposed, |e| {
+            WriteError::Rejected(e.to_string())
+        });
         let proposed = h
             .node
             .raw
             .propose_conf_change(vec![], change(ConfChangeType::AddLearnerNode, 4));
-        h.node.wait_for_apply(second_reply, proposed, |e| WriteError::Rejected(e.to_string()));
+        h.node.wait_for_apply(second_reply, proposed, |e| {
+            WriteError::Rejected(e.to_string())
+        });
         h.settle();
         assert!(matches!(first.try_recv(), Ok(Ok(_))));
-        assert!(matches!(second.try_recv(), Ok(Err(WriteError::Rejected(_)))));
+        assert!(matches!(
+            second.try_recv(),
+            Ok(Err(WriteError::Rejected(_)))
+        ));
         assert_eq!(h.node.sm.conf_state().learners, vec![3]);
     }
 
