@@ -499,9 +499,11 @@ mod tests {
     }
 
     fn normal(index: u64, term: u64, data: Vec<u8>) -> Entry {
-        let mut entry = Entry::default();
-        entry.index = index;
-        entry.term = term;
+        let mut entry = Entry {
+            index,
+            term,
+            ..Default::default()
+        };
         entry.set_data(data.into());
         entry
     }
