@@ -173,7 +173,12 @@ impl Client {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
         let http = HyperClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Below the server's default header read timeout (10 s), which
+            // also closes idle keep-alive connections: the client drops an
+            // idle connection before the server does, so a write is not sent
+            // on a connection the server is closing (its outcome would be
+            // unknown).
+            .pool_idle_timeout(Duration::from_secs(5))
             .build(connector);
         Ok(Client {
             endpoints: Arc::new(RwLock::new(endpoints)),

@@ -64,8 +64,11 @@
 //! [`serve`] runs hyper's HTTP/1 server itself (not `axum::serve`) so that
 //! reading a request's headers has a deadline (`--header-read-timeout-ms`):
 //! a client that opens connections and sends headers slowly (slowloris) has
-//! them closed instead of holding them forever. The body has its own
-//! deadline (the body timeout above).
+//! them closed instead of holding them forever. hyper runs that deadline
+//! while a keep-alive connection waits for its next request too, so idle
+//! connections are closed after it; `cluster::client` drops its idle
+//! connections sooner. The body has its own deadline (the body timeout
+//! above).
 
 // Helpers return a ready error `Response` as their `Err`, the idiom of axum
 // handlers; it is large, but it is built once per failed request.

@@ -217,7 +217,7 @@ pub struct Admission {
 
 /// One admitted request, counted until the Raft thread takes it (drops it).
 #[derive(Debug)]
-pub struct Queued(Option<Arc<AtomicUsize>>);
+pub struct Queued(Arc<AtomicUsize>);
 
 impl Admission {
     /// At most `limit` requests waiting; `limit` is at least 1.
@@ -235,7 +235,7 @@ impl Admission {
                 (n < self.limit).then_some(n + 1)
             })
             .ok()
-            .map(|_| Queued(Some(Arc::clone(&self.waiting))))
+            .map(|_| Queued(Arc::clone(&self.waiting)))
     }
 
     pub fn waiting(&self) -> usize {
@@ -247,18 +247,9 @@ impl Admission {
     }
 }
 
-impl Queued {
-    /// A ticket counted nowhere (for requests made inside the process).
-    pub fn untracked() -> Queued {
-        Queued(None)
-    }
-}
-
 impl Drop for Queued {
     fn drop(&mut self) {
-        if let Some(waiting) = self.0.take() {
-            waiting.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
