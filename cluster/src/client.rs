@@ -61,9 +61,8 @@ pub enum ClientError {
     Unreachable(String),
     #[error("the connection broke before the answer arrived ({0})")]
     Broken(String),
-    #[error(
-        "outcome unknown: the write may or may not have been applied ({0}); read the key to find out"
-    )]
+    /// The write was sent and may or may not have been applied.
+    #[error("outcome unknown: {0}")]
     Unknown(String),
     #[error("request to {url} timed out after {millis} ms")]
     Timeout { url: String, millis: u128 },
@@ -364,7 +363,9 @@ impl Client {
                 Err(err @ (ClientError::Broken(_) | ClientError::Timeout { .. }))
                     if changes_state =>
                 {
-                    return Err(ClientError::Unknown(err.to_string()));
+                    return Err(ClientError::Unknown(format!(
+                        "{err}; the write may or may not have been applied, read the key to find out"
+                    )));
                 }
                 Err(err) => return Err(err),
             }

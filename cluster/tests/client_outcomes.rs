@@ -44,6 +44,16 @@ async fn a_write_with_an_unknown_outcome_is_not_retried() {
         "the write was proposed {} times",
         after - before
     );
+
+    // metcdctl says so plainly and exits with its own status.
+    let output = Command::new(env!("CARGO_BIN_EXE_metcdctl"))
+        .args(["--endpoints", &cluster.node(leader).client])
+        .args(["put", "k2", "v2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "metcdctl: {stderr}");
+    assert!(stderr.contains("outcome unknown"), "metcdctl: {stderr}");
     paused.resume();
 
     let reader = cluster.client_of(leader);
