@@ -275,6 +275,18 @@ pub async fn wait_value(cluster: &Cluster, id: u64, key: &str, value: &str) {
     .await
 }
 
+/// Waits until node `id` reads `key` as absent with a serializable (local) read.
+pub async fn wait_absent(cluster: &Cluster, id: u64, key: &str) {
+    let client = cluster.probe_of(id);
+    eventually(&format!("node {id} to have no {key}"), 150, || async {
+        match client.get_serializable(key.as_bytes()).await {
+            Ok(None) => Some(()),
+            _ => None,
+        }
+    })
+    .await
+}
+
 /// Puts `key` = `value`, retrying while the cluster elects a leader.
 pub async fn put_retrying(client: &Client, key: &str, value: &str) {
     eventually(&format!("put {key}"), 30, || async {
