@@ -38,6 +38,7 @@
 pub mod backends;
 pub mod bitcask;
 mod data_dir;
+pub mod durable_io;
 pub mod engine;
 pub mod error;
 pub mod export;
