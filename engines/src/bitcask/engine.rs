@@ -1027,6 +1027,40 @@ mod tests {
         }
     }
 
+    /// The power-loss test's first find, kept as a named case: a merge
+    /// dropped file 1's record of `k` because a newer, still unsynced put in
+    /// the active file made it dead; a power loss then lost the newer put
+    /// too, and with it a write that a rotation had made durable.
+    #[test]
+    fn a_merge_does_not_outlive_the_unsynced_writes_that_killed_its_records() {
+        use crate::durable_io::{SimIo, TornTail};
+        let io = SimIo::new();
+        let path = Path::new("/sim/bitcask");
+        let open_sim = |io: &SimIo| {
+            let engine =
+                BitcaskEngine::open_with_io(path, &options(1 << 20), Arc::new(io.clone())).unwrap();
+            engine.set_auto_merge(false);
+            engine
+        };
+        let engine = open_sim(&io);
+        engine
+            .put(b"k", b"durable", WriteOptions::BUFFERED)
+            .unwrap();
+        engine.rotate().unwrap(); // fdatasyncs file 1: "durable" is durable
+        engine.put(b"k", b"newer", WriteOptions::BUFFERED).unwrap();
+        let outcome = engine.merge().unwrap();
+        assert_eq!(outcome.files_removed, 1, "{outcome:?}");
+        drop(engine);
+        for seed in 0..64 {
+            let engine = open_sim(&io.crash(seed, TornTail::Zeros));
+            let value = engine.get(b"k").unwrap();
+            assert!(
+                value.as_deref() == Some(b"durable") || value.as_deref() == Some(b"newer"),
+                "seed {seed}: k holds {value:?}"
+            );
+        }
+    }
+
     #[test]
     fn a_second_opener_is_refused_by_bitcasks_own_lock() {
         let tmp = tempfile::tempdir().unwrap();
