@@ -32,8 +32,15 @@
 //!
 //! `write_batch` is all or nothing: after a crash either every operation in
 //! the batch is present or none is, and concurrent readers never see half a
-//! batch. The replicated state machine relies on this to store the applied
-//! Raft index in the same batch as the data it describes.
+//! batch: one `scan` call sees every operation of a batch or none, however
+//! many leaves, pages or files the batch and the scan span. (Separate calls
+//! are separate moments: two gets, or two pages of a paged scan, may fall
+//! on either side of a batch.) The replicated state machine relies on this
+//! to store the applied Raft index in the same batch as the data it
+//! describes. sled 0.34 does not give this for scans by itself; our wrapper
+//! adds a lock for it (see [`crate::backends::sled`]). The conformance case
+//! `scans_are_atomic_across_many_leaves` and the crash tests check it for
+//! every engine.
 //!
 //! # Export and import
 //!

@@ -242,6 +242,96 @@ mod cases {
         writer.join().unwrap();
     }
 
+    /// Scans see a batch whole or not at all even when the batch spans
+    /// many leaves (pages, blocks, memtable entries): thousands of keys
+    /// with values large enough that one generation fills many B+tree
+    /// leaves, rewritten in whole-key-space batches while scanners run.
+    /// The case counts the scans that provably overlapped a batch (one
+    /// started before the scan ended and had not finished when it began)
+    /// and fails if there were too few to mean anything.
+    pub fn scans_are_atomic_across_many_leaves(kind: EngineKind) {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+        const KEYS: u32 = 2000;
+        const VALUE_BYTES: usize = 200;
+        const MIN_OVERLAPS: u64 = 20;
+        const MAX_GENERATIONS: u32 = 300;
+        let dir = tempfile::tempdir().unwrap();
+        let engine: std::sync::Arc<dyn Engine> = std::sync::Arc::from(open(kind, dir.path()));
+        let generation = |g: u32| {
+            let mut batch = WriteBatch::new();
+            for i in 0..KEYS {
+                let mut value = g.to_be_bytes().to_vec();
+                value.resize(VALUE_BYTES, g as u8);
+                batch.put(format!("leaf{i:06}"), value);
+            }
+            batch
+        };
+        engine
+            .write_batch(generation(0), WriteOptions::BUFFERED)
+            .unwrap();
+        let started = AtomicU64::new(0);
+        let finished = AtomicU64::new(0);
+        let overlaps = AtomicU64::new(0);
+        let done = AtomicBool::new(false);
+        let stop = AtomicBool::new(false);
+        let (scans, torn) = std::thread::scope(|s| {
+            s.spawn(|| {
+                for g in 1..=MAX_GENERATIONS {
+                    if overlaps.load(SeqCst) >= MIN_OVERLAPS || stop.load(SeqCst) {
+                        break;
+                    }
+                    let batch = generation(g);
+                    started.fetch_add(1, SeqCst);
+                    engine.write_batch(batch, WriteOptions::BUFFERED).unwrap();
+                    finished.fetch_add(1, SeqCst);
+                }
+                done.store(true, SeqCst);
+            });
+            let mut scans = 0u64;
+            while !done.load(SeqCst) {
+                let finished_before = finished.load(SeqCst);
+                let page = engine.scan_prefix(b"leaf", usize::MAX).unwrap();
+                let started_by_end = started.load(SeqCst);
+                if page.len() != KEYS as usize {
+                    stop.store(true, SeqCst);
+                    return (
+                        scans,
+                        Some(format!("a scan saw {} of {KEYS} keys", page.len())),
+                    );
+                }
+                let generation_of = |v: &[u8]| u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+                let first = generation_of(&page[0].1);
+                if let Some((key, value)) = page.iter().find(|(_, v)| generation_of(v) != first) {
+                    stop.store(true, SeqCst);
+                    return (
+                        scans,
+                        Some(format!(
+                            "one scan saw two generations: {} holds {first}, {} holds {}",
+                            String::from_utf8_lossy(&page[0].0),
+                            String::from_utf8_lossy(key),
+                            generation_of(value)
+                        )),
+                    );
+                }
+                if started_by_end > finished_before {
+                    overlaps.fetch_add(1, SeqCst);
+                }
+                scans += 1;
+            }
+            (scans, None)
+        });
+        if let Some(torn) = torn {
+            panic!("{kind}: {torn} (after {scans} whole scans)");
+        }
+        let overlaps = overlaps.load(SeqCst);
+        assert!(
+            overlaps >= MIN_OVERLAPS,
+            "{kind}: only {overlaps} of {scans} scans overlapped a batch in {} batches; \
+             the case proved nothing",
+            finished.load(SeqCst)
+        );
+    }
+
     pub fn export_import_round_trip(kind: EngineKind) {
         let dir = tempfile::tempdir().unwrap();
         let engine = open(kind, dir.path());
@@ -526,6 +616,7 @@ macro_rules! conformance {
             #[test] fn binary_keys() { cases::binary_keys($kind) }
             #[test] fn scans_with_bounds_and_limits() { cases::scans_with_bounds_and_limits($kind) }
             #[test] fn batch_atomicity() { cases::batch_atomicity($kind) }
+            #[test] fn scans_are_atomic_across_many_leaves() { cases::scans_are_atomic_across_many_leaves($kind) }
             #[test] fn export_import_round_trip() { cases::export_import_round_trip($kind) }
             #[test] fn reopen_persists() { cases::reopen_persists($kind) }
             #[test] fn directory_rules() { cases::directory_rules($kind) }

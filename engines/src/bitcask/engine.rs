@@ -3,7 +3,6 @@
 //! explain the design; this file puts the pieces together.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -12,13 +11,13 @@ use std::thread::JoinHandle;
 use super::hint::{hint_path, read_hint};
 use super::keydir::{KeyDir, Location};
 use super::log::{
-    self, ActiveLog, DataFile, LogEntry, data_path, list_data_files, scan_data_file,
+    self, ActiveLog, DataFile, LogEntry, data_path, list_data_files, scan_data_file, sync_dir,
     truncate_torn_tail,
 };
 use super::merge::{self, MergeOutcome};
 use super::record::{self, Decoded, MAX_FIELD_LEN, Record, RecordKind};
 use crate::backends::bound_slice;
-use crate::data_dir::sync_dir;
+use crate::durable_io::{DurableIo, LockGuard, RealIo};
 use crate::engine::{
     BatchOp, Engine, EngineStatus, KeyRange, Pair, WriteBatch, WriteOptions, check_key,
 };
@@ -42,6 +41,9 @@ pub struct BitcaskEngine {
 /// Everything the engine and its background merge share.
 pub(super) struct Shared {
     pub(super) dir: PathBuf,
+    /// Every file operation goes through this: the real file system, or a
+    /// simulated one in the power-loss tests.
+    pub(super) io: Arc<dyn DurableIo>,
     max_file_bytes: u64,
     writer: Mutex<Writer>,
     keydir: RwLock<KeyDir>,
@@ -55,7 +57,7 @@ pub(super) struct Shared {
     pub(super) closing: AtomicBool,
     /// The directory `status().disk_bytes` measures.
     usage_root: PathBuf,
-    _lock: File,
+    _lock: LockGuard,
     _data_dir: Option<DataDir>,
 }
 
@@ -97,13 +99,24 @@ impl BitcaskEngine {
     pub fn open(dir: DataDir, options: &EngineOptions) -> Result<BitcaskEngine> {
         let path = dir.join(SUBDIR);
         let root = dir.path().to_path_buf();
-        Self::open_inner(&path, root, options, Some(dir))
+        Self::open_inner(&path, root, options, Some(dir), RealIo::shared())
     }
 
     /// Opens a bitcask directory directly, without the factory's `ENGINE`
     /// marker and lock; bitcask's own lock still keeps a second opener out.
     pub fn open_standalone(path: &Path, options: &EngineOptions) -> Result<BitcaskEngine> {
-        Self::open_inner(path, path.to_path_buf(), options, None)
+        Self::open_inner(path, path.to_path_buf(), options, None, RealIo::shared())
+    }
+
+    /// [`BitcaskEngine::open_standalone`] with every file operation going
+    /// through `io`: the power-loss tests pass a
+    /// [`SimIo`](crate::durable_io::SimIo) here.
+    pub fn open_with_io(
+        path: &Path,
+        options: &EngineOptions,
+        io: Arc<dyn DurableIo>,
+    ) -> Result<BitcaskEngine> {
+        Self::open_inner(path, path.to_path_buf(), options, None, io)
     }
 
     fn open_inner(
@@ -111,6 +124,7 @@ impl BitcaskEngine {
         usage_root: PathBuf,
         options: &EngineOptions,
         data_dir: Option<DataDir>,
+        io: Arc<dyn DurableIo>,
     ) -> Result<BitcaskEngine> {
         if options.bitcask_max_file_bytes == 0 {
             return Err(EngineError::InvalidArgument(
@@ -118,11 +132,13 @@ impl BitcaskEngine {
                     .to_string(),
             ));
         }
-        fs::create_dir_all(dir).context(|| format!("cannot create {}", dir.display()))?;
-        let lock = lock_directory(dir)?;
-        let recovered = recover(dir)?;
+        io.create_dir_all(dir)
+            .context(|| format!("cannot create {}", dir.display()))?;
+        let lock = lock_directory(&*io, dir)?;
+        let recovered = recover(&*io, dir)?;
         let shared = Shared {
             dir: dir.to_path_buf(),
+            io,
             max_file_bytes: options.bitcask_max_file_bytes,
             writer: Mutex::new(Writer {
                 active: recovered.active,
@@ -287,21 +303,15 @@ fn check_writable(writer: &Writer) -> Result<()> {
     }
 }
 
-fn lock_directory(dir: &Path) -> Result<File> {
+fn lock_directory(io: &dyn DurableIo, dir: &Path) -> Result<LockGuard> {
     let path = dir.join(LOCK);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .context(|| format!("cannot open lock file {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(EngineError::Locked {
+    match io.lock(&path) {
+        Ok(Some(guard)) => Ok(guard),
+        Ok(None) => Err(EngineError::Locked {
             dir: dir.to_path_buf(),
             lock: path,
         }),
-        Err(fs::TryLockError::Error(e)) => Err(EngineError::io(
+        Err(e) => Err(EngineError::io(
             format!("cannot lock {}", path.display()),
             e,
         )),
@@ -397,8 +407,8 @@ impl Shared {
     fn rotate(&self, writer: &mut Writer) -> Result<()> {
         let step = (|| -> Result<ActiveLog> {
             writer.active.sync()?;
-            let next = ActiveLog::open(&self.dir, writer.active.id() + 1)?;
-            sync_dir(&self.dir)?;
+            let next = ActiveLog::open(&*self.io, &self.dir, writer.active.id() + 1)?;
+            sync_dir(&*self.io, &self.dir)?;
             Ok(next)
         })();
         match step {
@@ -412,6 +422,18 @@ impl Shared {
                 Err(error)
             }
         }
+    }
+
+    /// `fdatasync` of the active file: every write that has returned is
+    /// durable (earlier files were synced when they were rotated out).
+    pub(super) fn sync_active(&self) -> Result<()> {
+        let mut writer = self.writer();
+        check_writable(&writer)?;
+        if let Err(error) = writer.active.sync() {
+            writer.failed = Some(error.to_string());
+            return Err(error);
+        }
+        Ok(())
     }
 
     /// Whether dead records fill enough of the immutable files to merge.
@@ -466,12 +488,12 @@ struct Recovered {
 /// merged file's hint when it has a valid one, else by scanning the file.
 /// The newest file's torn tail (or uncommitted batch) is cut off and the
 /// cut fsynced; damage anywhere else is an error.
-fn recover(dir: &Path) -> Result<Recovered> {
-    remove_merge_leftovers(dir)?;
-    let mut ids = list_data_files(dir)?;
+fn recover(io: &dyn DurableIo, dir: &Path) -> Result<Recovered> {
+    remove_merge_leftovers(io, dir)?;
+    let mut ids = list_data_files(io, dir)?;
     if ids.is_empty() {
-        ActiveLog::open(dir, 1)?;
-        sync_dir(dir)?;
+        ActiveLog::open(io, dir, 1)?;
+        sync_dir(io, dir)?;
         ids.push(1);
     }
     let newest = ids[ids.len() - 1];
@@ -481,11 +503,11 @@ fn recover(dir: &Path) -> Result<Recovered> {
     let mut active = None;
     for id in ids {
         let path = data_path(dir, id);
-        let file = DataFile::open(id, path.clone())?;
+        let file = DataFile::open(io, id, path.clone())?;
         let hinted = if id == newest {
             None
         } else {
-            read_hint(&hint_path(dir, id), file.len())?
+            read_hint(io, &hint_path(dir, id), file.len())?
         };
         let (file, entries) = match hinted {
             Some(entries) => (file, entries),
@@ -499,10 +521,10 @@ fn recover(dir: &Path) -> Result<Recovered> {
                         reason,
                         "bitcask: cutting the torn tail of the newest data file"
                     );
-                    truncate_torn_tail(&path, scanned.valid_len)?;
+                    truncate_torn_tail(io, &path, scanned.valid_len)?;
                 }
                 if id == newest {
-                    let log = ActiveLog::open(dir, id)?;
+                    let log = ActiveLog::open(io, dir, id)?;
                     let reader = Arc::clone(&log.reader);
                     active = Some(log);
                     (reader, scanned.entries)
@@ -519,7 +541,7 @@ fn recover(dir: &Path) -> Result<Recovered> {
     }
     let active = match active {
         Some(active) => active,
-        None => ActiveLog::open(dir, newest)?,
+        None => ActiveLog::open(io, dir, newest)?,
     };
     Ok(Recovered {
         active,
@@ -532,16 +554,23 @@ fn recover(dir: &Path) -> Result<Recovered> {
 
 /// Deletes the `.tmp` files an interrupted merge left behind, and hints
 /// whose data file is gone.
-fn remove_merge_leftovers(dir: &Path) -> Result<()> {
-    for entry in fs::read_dir(dir).context(|| format!("cannot list {}", dir.display()))? {
-        let entry = entry.context(|| format!("cannot list {}", dir.display()))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let orphan_hint = name
-            .strip_suffix(".hint")
-            .is_some_and(|stem| !dir.join(format!("{stem}{}", log::DATA_SUFFIX)).exists());
+fn remove_merge_leftovers(io: &dyn DurableIo, dir: &Path) -> Result<()> {
+    let names = io
+        .list(dir)
+        .context(|| format!("cannot list {}", dir.display()))?;
+    for name in names {
+        let orphan_hint = match name.strip_suffix(".hint") {
+            Some(stem) => {
+                let data = dir.join(format!("{stem}{}", log::DATA_SUFFIX));
+                !io.exists(&data)
+                    .context(|| format!("cannot stat {}", data.display()))?
+            }
+            None => false,
+        };
         if name.ends_with(".tmp") || orphan_hint {
-            fs::remove_file(entry.path())
-                .context(|| format!("cannot remove leftover {}", entry.path().display()))?;
+            let path = dir.join(&name);
+            io.remove(&path)
+                .context(|| format!("cannot remove leftover {}", path.display()))?;
         }
     }
     Ok(())
@@ -610,13 +639,7 @@ impl Engine for BitcaskEngine {
     }
 
     fn sync(&self) -> Result<()> {
-        let mut writer = self.shared.writer();
-        check_writable(&writer)?;
-        if let Err(error) = writer.active.sync() {
-            writer.failed = Some(error.to_string());
-            return Err(error);
-        }
-        Ok(())
+        self.shared.sync_active()
     }
 
     fn status(&self) -> Result<EngineStatus> {
@@ -638,6 +661,7 @@ impl Engine for BitcaskEngine {
 mod tests {
     use super::*;
     use crate::bitcask::log::DATA_SUFFIX;
+    use std::fs::{self, OpenOptions};
 
     fn options(max_file_bytes: u64) -> EngineOptions {
         EngineOptions {
@@ -1000,6 +1024,40 @@ mod tests {
             }
             Err(other) => panic!("expected Corrupt, got {other}"),
             Ok(_) => panic!("expected Corrupt, the engine opened"),
+        }
+    }
+
+    /// The power-loss test's first find, kept as a named case: a merge
+    /// dropped file 1's record of `k` because a newer, still unsynced put in
+    /// the active file made it dead; a power loss then lost the newer put
+    /// too, and with it a write that a rotation had made durable.
+    #[test]
+    fn a_merge_does_not_outlive_the_unsynced_writes_that_killed_its_records() {
+        use crate::durable_io::{SimIo, TornTail};
+        let io = SimIo::new();
+        let path = Path::new("/sim/bitcask");
+        let open_sim = |io: &SimIo| {
+            let engine =
+                BitcaskEngine::open_with_io(path, &options(1 << 20), Arc::new(io.clone())).unwrap();
+            engine.set_auto_merge(false);
+            engine
+        };
+        let engine = open_sim(&io);
+        engine
+            .put(b"k", b"durable", WriteOptions::BUFFERED)
+            .unwrap();
+        engine.rotate().unwrap(); // fdatasyncs file 1: "durable" is durable
+        engine.put(b"k", b"newer", WriteOptions::BUFFERED).unwrap();
+        let outcome = engine.merge().unwrap();
+        assert_eq!(outcome.files_removed, 1, "{outcome:?}");
+        drop(engine);
+        for seed in 0..64 {
+            let engine = open_sim(&io.crash(seed, TornTail::Zeros));
+            let value = engine.get(b"k").unwrap();
+            assert!(
+                value.as_deref() == Some(b"durable") || value.as_deref() == Some(b"newer"),
+                "seed {seed}: k holds {value:?}"
+            );
         }
     }
 

@@ -16,12 +16,11 @@
 //! file's length differs from the one recorded), start-up ignores it and
 //! scans the data file instead, which is always correct, only slower.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::log::LogEntry;
 use super::record::{MAX_FIELD_LEN, RecordKind};
+use crate::durable_io::{DurableIo, OpenMode};
 use crate::error::{IoContext, Result};
 
 const MAGIC: &[u8; 8] = b"BCHINT01";
@@ -36,7 +35,12 @@ pub fn hint_path(dir: &Path, id: u64) -> PathBuf {
 // ANCHOR: hint
 /// Writes the hint for a data file of `data_len` bytes holding `entries`
 /// (puts and tombstones, in file order) to `path`, and fsyncs it.
-pub fn write_hint(path: &Path, data_len: u64, entries: &[LogEntry]) -> Result<()> {
+pub fn write_hint(
+    io: &dyn DurableIo,
+    path: &Path,
+    data_len: u64,
+    entries: &[LogEntry],
+) -> Result<()> {
     // Hints hold keys but no values, so building one in memory is cheap.
     let mut bytes = Vec::with_capacity(HEADER_LEN + entries.len() * (ENTRY_FIXED_LEN + 16) + 4);
     bytes.extend_from_slice(MAGIC);
@@ -52,10 +56,10 @@ pub fn write_hint(path: &Path, data_len: u64, entries: &[LogEntry]) -> Result<()
     }
     let crc = crc32fast::hash(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
-    File::create(path)
-        .and_then(|mut file| {
-            file.write_all(&bytes)?;
-            file.sync_all()
+    io.open(path, OpenMode::Truncate)
+        .and_then(|file| {
+            file.write_at(0, &bytes)?;
+            file.fsync()
         })
         .context(|| format!("cannot write {}", path.display()))
 }
@@ -64,8 +68,8 @@ pub fn write_hint(path: &Path, data_len: u64, entries: &[LogEntry]) -> Result<()
 /// The entries of the hint at `path` if it exists, is intact and describes
 /// a data file of `data_len` bytes; `None` otherwise (the caller scans the
 /// data file). Only an I/O error other than "not found" is an error.
-pub fn read_hint(path: &Path, data_len: u64) -> Result<Option<Vec<LogEntry>>> {
-    let bytes = match std::fs::read(path) {
+pub fn read_hint(io: &dyn DurableIo, path: &Path, data_len: u64) -> Result<Option<Vec<LogEntry>>> {
+    let bytes = match io.read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
@@ -161,6 +165,7 @@ fn parse(bytes: &[u8], data_len: u64) -> Option<Vec<LogEntry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::durable_io::RealIo;
 
     fn sample() -> Vec<LogEntry> {
         vec![
@@ -185,26 +190,26 @@ mod tests {
     fn round_trip() {
         let tmp = tempfile::tempdir().unwrap();
         let path = hint_path(tmp.path(), 4);
-        write_hint(&path, 100, &sample()).unwrap();
-        assert_eq!(read_hint(&path, 100).unwrap(), Some(sample()));
+        write_hint(&RealIo, &path, 100, &sample()).unwrap();
+        assert_eq!(read_hint(&RealIo, &path, 100).unwrap(), Some(sample()));
     }
 
     #[test]
     fn stale_damaged_or_missing_hints_are_ignored() {
         let tmp = tempfile::tempdir().unwrap();
         let path = hint_path(tmp.path(), 4);
-        assert_eq!(read_hint(&path, 100).unwrap(), None);
-        write_hint(&path, 100, &sample()).unwrap();
+        assert_eq!(read_hint(&RealIo, &path, 100).unwrap(), None);
+        write_hint(&RealIo, &path, 100, &sample()).unwrap();
         assert_eq!(
-            read_hint(&path, 99).unwrap(),
+            read_hint(&RealIo, &path, 99).unwrap(),
             None,
             "written for another length"
         );
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[30] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(read_hint(&path, 100).unwrap(), None, "damaged");
+        assert_eq!(read_hint(&RealIo, &path, 100).unwrap(), None, "damaged");
         std::fs::write(&path, &bytes[..10]).unwrap();
-        assert_eq!(read_hint(&path, 100).unwrap(), None, "truncated");
+        assert_eq!(read_hint(&RealIo, &path, 100).unwrap(), None, "truncated");
     }
 }

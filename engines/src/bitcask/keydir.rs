@@ -172,7 +172,7 @@ mod tests {
     fn counters_follow_puts_overwrites_and_deletes() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(data_path(tmp.path(), 1), b"").unwrap();
-        let file = DataFile::open(1, data_path(tmp.path(), 1)).unwrap();
+        let file = DataFile::open(&crate::durable_io::RealIo, 1, data_path(tmp.path(), 1)).unwrap();
         let mut dir = KeyDir::default();
         dir.apply(&file, &entry(0, 1, RecordKind::Put, b"a", 10));
         dir.apply(&file, &entry(100, 2, RecordKind::Put, b"bb", 3));
@@ -208,14 +208,16 @@ mod tests {
         for id in [1, 2] {
             std::fs::write(data_path(tmp.path(), id), b"").unwrap();
         }
-        let old = DataFile::open(1, data_path(tmp.path(), 1)).unwrap();
-        let newer = DataFile::open(2, data_path(tmp.path(), 2)).unwrap();
+        let old = DataFile::open(&crate::durable_io::RealIo, 1, data_path(tmp.path(), 1)).unwrap();
+        let newer =
+            DataFile::open(&crate::durable_io::RealIo, 2, data_path(tmp.path(), 2)).unwrap();
         let mut dir = KeyDir::default();
         dir.apply(&old, &entry(0, 1, RecordKind::Put, b"a", 1));
         dir.apply(&old, &entry(50, 2, RecordKind::Put, b"b", 1));
         // While the merge copies both, a writer replaces `b`.
         dir.apply(&newer, &entry(0, 3, RecordKind::Put, b"b", 2));
-        let merged = DataFile::open(1, data_path(tmp.path(), 1)).unwrap();
+        let merged =
+            DataFile::open(&crate::durable_io::RealIo, 1, data_path(tmp.path(), 1)).unwrap();
         let copied = [
             entry(0, 1, RecordKind::Put, b"a", 1),
             entry(27, 2, RecordKind::Put, b"b", 1),

@@ -12,14 +12,12 @@
 //! The scan in [`scan_data_file`] is where torn writes are told apart from
 //! corruption; see the rules on that function.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::record::{self, Decoded, HEADER_LEN, RecordKind};
+use crate::durable_io::{DurableFile, DurableIo, OpenMode};
 use crate::error::{EngineError, IoContext, Result};
 
 pub const DATA_SUFFIX: &str = ".data";
@@ -39,16 +37,22 @@ pub fn parse_data_name(name: &str) -> Option<u64> {
 }
 
 /// Ids of the data files in `dir`, ascending.
-pub fn list_data_files(dir: &Path) -> Result<Vec<u64>> {
-    let mut ids = Vec::new();
-    for entry in fs::read_dir(dir).context(|| format!("cannot list {}", dir.display()))? {
-        let entry = entry.context(|| format!("cannot list {}", dir.display()))?;
-        if let Some(id) = entry.file_name().to_str().and_then(parse_data_name) {
-            ids.push(id);
-        }
-    }
+pub fn list_data_files(io: &dyn DurableIo, dir: &Path) -> Result<Vec<u64>> {
+    let mut ids: Vec<u64> = io
+        .list(dir)
+        .context(|| format!("cannot list {}", dir.display()))?
+        .iter()
+        .filter_map(|name| parse_data_name(name))
+        .collect();
     ids.sort_unstable();
     Ok(ids)
+}
+
+/// fsync of the bitcask directory: what makes a created, renamed or removed
+/// file name durable.
+pub fn sync_dir(io: &dyn DurableIo, dir: &Path) -> Result<()> {
+    io.sync_dir(dir)
+        .context(|| format!("cannot fsync directory {}", dir.display()))
 }
 
 /// A read-only handle on one data file, shared by every reader.
@@ -56,19 +60,20 @@ pub fn list_data_files(dir: &Path) -> Result<Vec<u64>> {
 pub struct DataFile {
     pub id: u64,
     pub path: PathBuf,
-    file: File,
+    file: Box<dyn DurableFile>,
     /// Bytes in the file: fixed for an immutable file, growing for the
     /// active one (the writer updates it after each append).
     len: AtomicU64,
 }
 
 impl DataFile {
-    pub fn open(id: u64, path: PathBuf) -> Result<Arc<DataFile>> {
-        let file = File::open(&path).context(|| format!("cannot open {}", path.display()))?;
+    pub fn open(io: &dyn DurableIo, id: u64, path: PathBuf) -> Result<Arc<DataFile>> {
+        let file = io
+            .open(&path, OpenMode::Read)
+            .context(|| format!("cannot open {}", path.display()))?;
         let len = file
-            .metadata()
-            .context(|| format!("cannot stat {}", path.display()))?
-            .len();
+            .len()
+            .context(|| format!("cannot stat {}", path.display()))?;
         Ok(Arc::new(DataFile {
             id,
             path,
@@ -100,7 +105,11 @@ impl DataFile {
 
     /// The whole file, for recovery and merge.
     pub fn read_all(&self) -> Result<Vec<u8>> {
-        fs::read(&self.path).context(|| format!("cannot read {}", self.path.display()))
+        let len = self
+            .file
+            .len()
+            .context(|| format!("cannot stat {}", self.path.display()))?;
+        self.read_exact_at(0, len as usize)
     }
 
     pub fn corrupt(&self, offset: u64, reason: impl Into<String>) -> EngineError {
@@ -116,7 +125,7 @@ impl DataFile {
 /// read handle of the same file.
 #[derive(Debug)]
 pub struct ActiveLog {
-    writer: File,
+    writer: Box<dyn DurableFile>,
     pub reader: Arc<DataFile>,
     len: u64,
 }
@@ -124,14 +133,12 @@ pub struct ActiveLog {
 impl ActiveLog {
     /// Opens data file `id` for appending, creating it (empty) if needed.
     /// The caller fsyncs the directory when the file is new.
-    pub fn open(dir: &Path, id: u64) -> Result<ActiveLog> {
+    pub fn open(io: &dyn DurableIo, dir: &Path, id: u64) -> Result<ActiveLog> {
         let path = data_path(dir, id);
-        let writer = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
+        let writer = io
+            .open(&path, OpenMode::Append)
             .context(|| format!("cannot open {} for appending", path.display()))?;
-        let reader = DataFile::open(id, path)?;
+        let reader = DataFile::open(io, id, path)?;
         let len = reader.len();
         Ok(ActiveLog {
             writer,
@@ -155,7 +162,7 @@ impl ActiveLog {
     /// that fails the error says so and the engine stops writing.
     pub fn append(&mut self, bytes: &[u8]) -> Result<u64> {
         let offset = self.len;
-        if let Err(error) = self.writer.write_all(bytes) {
+        if let Err(error) = self.writer.append(bytes) {
             let path = &self.reader.path;
             return Err(match self.writer.set_len(offset) {
                 Ok(()) => EngineError::io(format!("cannot append to {}", path.display()), error),
@@ -177,7 +184,7 @@ impl ActiveLog {
     /// `fdatasync(2)`: the appended bytes (and the file size) are on disk.
     pub fn sync(&self) -> Result<()> {
         self.writer
-            .sync_data()
+            .fdatasync()
             .context(|| format!("cannot fdatasync {}", self.reader.path.display()))
     }
 }
@@ -359,13 +366,12 @@ fn torn_tail(bytes: &[u8], at: usize) -> std::result::Result<&'static str, Strin
 }
 
 /// Cuts a torn tail off the newest data file and makes the cut durable.
-pub fn truncate_torn_tail(path: &Path, len: u64) -> Result<()> {
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
+pub fn truncate_torn_tail(io: &dyn DurableIo, path: &Path, len: u64) -> Result<()> {
+    let file = io
+        .open(path, OpenMode::Write)
         .context(|| format!("cannot open {} to cut its torn tail", path.display()))?;
     file.set_len(len)
-        .and_then(|()| file.sync_all())
+        .and_then(|()| file.fsync())
         .context(|| format!("cannot cut {} back to {len} bytes", path.display()))
 }
 
@@ -373,6 +379,8 @@ pub fn truncate_torn_tail(path: &Path, len: u64) -> Result<()> {
 mod tests {
     use super::*;
     use crate::bitcask::record::Record;
+    use crate::durable_io::RealIo;
+    use std::fs;
 
     fn put(seq: u64, key: &[u8], value: &[u8], in_batch: bool) -> Vec<u8> {
         let mut out = Vec::new();
@@ -392,7 +400,7 @@ mod tests {
     fn write_file(dir: &Path, bytes: &[u8]) -> Arc<DataFile> {
         let path = data_path(dir, 1);
         fs::write(&path, bytes).unwrap();
-        DataFile::open(1, path).unwrap()
+        DataFile::open(&RealIo, 1, path).unwrap()
     }
 
     #[test]
@@ -408,7 +416,7 @@ mod tests {
     #[test]
     fn append_then_read_back_at_offsets() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut log = ActiveLog::open(tmp.path(), 3).unwrap();
+        let mut log = ActiveLog::open(&RealIo, tmp.path(), 3).unwrap();
         let a = log.append(b"hello").unwrap();
         let b = log.append(b"world!").unwrap();
         assert_eq!((a, b, log.len(), log.reader.len()), (0, 5, 11, 11));

@@ -168,7 +168,15 @@
 //!   the next synced write, `sync()` or rotation.
 //! * Recovery's cut of a torn tail is fsynced (`File::sync_all`) before the
 //!   engine accepts writes. Merge fsyncs each new data and hint file before
-//!   renaming it into place and fsyncs the directory after.
+//!   renaming it into place and fsyncs the directory after; before it
+//!   replaces or deletes a file it fdatasyncs the active file, because the
+//!   newer records that made the dropped ones dead may not be durable yet
+//!   (without that sync a power loss lost acknowledged writes; see
+//!   [`merge`]).
+//! * Every file operation goes through [`crate::durable_io`]: the real file
+//!   system by default, a simulated one that loses unsynced data at a crash
+//!   in the power-loss tests (`tests/power_loss.rs`), which check all of the
+//!   above.
 //! * If an append or fsync fails, the engine refuses further writes until it
 //!   is reopened: after a failed fsync the kernel may have dropped the dirty
 //!   pages, so only recovery from what is really on disk can be trusted.
