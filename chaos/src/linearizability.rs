@@ -89,7 +89,9 @@ pub enum KeyVerdict {
     /// Not linearizable; the explanation is a small non-linearizable subset.
     Violation(Explanation),
     /// The search gave up after this many steps: unknown.
-    GaveUp { steps: u64 },
+    GaveUp {
+        steps: u64,
+    },
 }
 
 /// A key's operations that admit no linearization, shrunk.

@@ -31,7 +31,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 #[derive(Parser, Debug)]
-#[command(about = "Fault-injection runs against 3-node metcd clusters, checked for linearizability")]
+#[command(
+    about = "Fault-injection runs against 3-node metcd clusters, checked for linearizability"
+)]
 struct Args {
     /// Engine: memory, redb, sled, rocksdb, fjall, bitcask, or all.
     #[arg(default_value = "all")]
@@ -62,7 +64,10 @@ struct Args {
 
 fn engines_of(name: &str) -> anyhow::Result<Vec<String>> {
     if name == "all" {
-        return Ok(EngineKind::ALL.iter().map(|k| k.name().to_string()).collect());
+        return Ok(EngineKind::ALL
+            .iter()
+            .map(|k| k.name().to_string())
+            .collect());
     }
     let kind: EngineKind = name
         .parse()
@@ -176,11 +181,7 @@ fn start() -> anyhow::Result<bool> {
         }
         outcomes.push(outcome);
     }
-    let report = Report::from_runs(
-        &binary.display().to_string(),
-        &utc(now.as_secs()),
-        outcomes,
-    );
+    let report = Report::from_runs(&binary.display().to_string(), &utc(now.as_secs()), outcomes);
     report.write(&args.out)?;
     let t = &report.totals;
     println!(
@@ -216,6 +217,9 @@ mod tests {
         assert!(engines_of("nope").is_err());
         assert_eq!(engines_of("all").unwrap().len(), 6);
         let err = faults_of(Some("kill,flood")).unwrap_err().to_string();
-        assert!(err.contains("flood") && err.contains("isolate-leader"), "{err}");
+        assert!(
+            err.contains("flood") && err.contains("isolate-leader"),
+            "{err}"
+        );
     }
 }

@@ -142,7 +142,11 @@ pub async fn inject(
             let bridge = pick(rng, &ids);
             let ends: Vec<u64> = ids.iter().copied().filter(|i| *i != bridge).collect();
             nodes.faults.partition(&ends[..1], &ends[1..]);
-            format!("cut {:?} from {:?}; node {bridge} bridges", ends[0], &ends[1..])
+            format!(
+                "cut {:?} from {:?}; node {bridge} bridges",
+                ends[0],
+                &ends[1..]
+            )
         }
         FaultKind::Delay => {
             let delay = Duration::from_millis(rng.random_range(20..=150));

@@ -218,12 +218,11 @@ async fn relay(inbound: TcpStream, target: SocketAddr, faults: Arc<LinkFaults>) 
         }
     });
     let mut preamble = [0u8; PREAMBLE_LEN];
-    if in_read.read_exact(&mut preamble).await.is_ok() && tx.send((Instant::now(), preamble.to_vec())).is_ok() {
+    if in_read.read_exact(&mut preamble).await.is_ok()
+        && tx.send((Instant::now(), preamble.to_vec())).is_ok()
+    {
         let mut last_due = Instant::now();
-        loop {
-            let Ok(length) = in_read.read_u32_le().await else {
-                break;
-            };
+        while let Ok(length) = in_read.read_u32_le().await {
             let mut frame = vec![0u8; 4 + length as usize];
             frame[..4].copy_from_slice(&length.to_le_bytes());
             if in_read.read_exact(&mut frame[4..]).await.is_err() {

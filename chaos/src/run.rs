@@ -34,11 +34,11 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::history::{Input, Operation, Outcome, Output, decode_value};
+use crate::http;
 use crate::linearizability::{self, Budget, Verdict};
 use crate::nemesis::{self, FaultKind};
 use crate::nodes::{self, NodeOptions, Nodes, Status, statuses};
 use crate::workload::{self, Shared, WorkloadOptions, path_of};
-use crate::http;
 
 /// What one run does.
 #[derive(Debug, Clone)]
@@ -176,13 +176,7 @@ impl RunOutcome {
     pub fn details(&self) -> String {
         let mut out = format!(
             "run: engine {} fault {} seed {}\nreproduce: cargo run --release -p chaos --bin chaos -- {} --fault {} --seed {} --runs 1\nfaults: {:?}\n",
-            self.engine,
-            self.fault,
-            self.seed,
-            self.engine,
-            self.fault,
-            self.seed,
-            self.faults
+            self.engine, self.fault, self.seed, self.engine, self.fault, self.seed, self.faults
         );
         for v in &self.violations {
             out.push_str(v);
@@ -244,7 +238,10 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         for node in &nodes.nodes {
             let tail = nodes.log_tail(node.id, 15);
             if let Some(error) = &mut outcome.error {
-                error.push_str(&format!("\n--- node {} log (last lines) ---\n{tail}", node.id));
+                error.push_str(&format!(
+                    "\n--- node {} log (last lines) ---\n{tail}",
+                    node.id
+                ));
             }
         }
     }
@@ -330,7 +327,9 @@ async fn nemesis_phase(
     while Instant::now() + Duration::from_millis(500) < end {
         let injected = nemesis::inject(config.fault, nodes, &mut rng).await?;
         let at = shared.now() / 1_000_000;
-        outcome.faults.push(format!("{at} ms: {}", injected.description));
+        outcome
+            .faults
+            .push(format!("{at} ms: {}", injected.description));
         let hold = Duration::from_millis(rng.random_range(800..2_000));
         tokio::time::sleep_until((Instant::now() + hold).min(end)).await;
         nodes.heal()?;
@@ -354,7 +353,11 @@ async fn nemesis_phase(
 async fn monitor(clients: Vec<SocketAddr>, stop: Arc<AtomicBool>) -> u64 {
     let mut seen = std::collections::HashSet::new();
     while !stop.load(Ordering::Relaxed) {
-        for status in statuses(&clients, Duration::from_millis(300)).await.into_iter().flatten() {
+        for status in statuses(&clients, Duration::from_millis(300))
+            .await
+            .into_iter()
+            .flatten()
+        {
             if status.leader != 0 {
                 seen.insert((status.term, status.leader));
             }
@@ -375,7 +378,9 @@ async fn wait_for_leader(nodes: &mut Nodes, when: &str) -> anyhow::Result<u64> {
         }
         let seen = statuses(&nodes.clients(), Duration::from_millis(500)).await;
         let leaders: Vec<u64> = seen.iter().flatten().map(|s| s.leader).collect();
-        if leaders.len() == seen.len() && leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0])
+        if leaders.len() == seen.len()
+            && leaders[0] != 0
+            && leaders.iter().all(|l| *l == leaders[0])
         {
             return Ok(leaders[0]);
         }
@@ -516,18 +521,16 @@ async fn converge(nodes: &Nodes, keys: &[String], outcome: &mut RunOutcome) {
         let settled = before.iter().zip(&after).all(|(b, a)| {
             index(b).is_some() && index(b) == index(a) && index(b).is_some_and(|(ap, co)| ap == co)
         });
-        let same_index = after
-            .iter()
-            .all(|s| s.as_ref().map(|s| s.applied_index) == after[0].as_ref().map(|s| s.applied_index));
+        let same_index = after.iter().all(|s| {
+            s.as_ref().map(|s| s.applied_index) == after[0].as_ref().map(|s| s.applied_index)
+        });
         let same_state = views.iter().all(|(_, h)| h.is_some() && *h == views[0].1);
         if settled && same_index {
             if same_state {
                 outcome.converged = true;
                 return;
             }
-            outcome.divergence = Some(format!(
-                "same applied index, different states: {last}"
-            ));
+            outcome.divergence = Some(format!("same applied index, different states: {last}"));
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

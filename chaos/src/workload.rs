@@ -30,9 +30,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use crate::history::{
-    Input, Operation, Outcome, Output, decode_value, encode_value, value_of,
-};
+use crate::history::{Input, Operation, Outcome, Output, decode_value, encode_value, value_of};
 use crate::http::{self, HttpError};
 
 /// How the clients behave.
@@ -70,11 +68,7 @@ impl Shared {
             .split('/')
             .next()
             .unwrap_or_default();
-        if let Some(i) = self
-            .nodes
-            .iter()
-            .position(|n| n.to_string() == authority)
-        {
+        if let Some(i) = self.nodes.iter().position(|n| n.to_string() == authority) {
             self.leader_hint.store(i, Ordering::Relaxed);
         }
     }
@@ -170,12 +164,10 @@ fn classify(
             at,
             output: Output::Read(Some(decode_value(&answer.body))),
         },
-        (Input::Get, 404) if answer.message().starts_with("key not found") => {
-            Outcome::Completed {
-                at,
-                output: Output::Read(None),
-            }
-        }
+        (Input::Get, 404) if answer.message().starts_with("key not found") => Outcome::Completed {
+            at,
+            output: Output::Read(None),
+        },
         (Input::Get, _) => failed(message()),
         (_, 204) => Outcome::Completed {
             at,

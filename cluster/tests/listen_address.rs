@@ -66,7 +66,15 @@ fn metcd_serves_on_a_non_loopback_address_with_a_warning() {
     for args in [
         vec!["netns", "exec", &ns.0, "ip", "link", "set", "lo", "up"],
         vec![
-            "netns", "exec", &ns.0, "ip", "addr", "add", "10.213.0.1/32", "dev", "lo",
+            "netns",
+            "exec",
+            &ns.0,
+            "ip",
+            "addr",
+            "add",
+            "10.213.0.1/32",
+            "dev",
+            "lo",
         ],
     ] {
         let out = ip(&args).unwrap();
@@ -79,7 +87,14 @@ fn metcd_serves_on_a_non_loopback_address_with_a_warning() {
     let peer = format!("{ADDRESS}:2380");
     let node = Command::new("ip")
         .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_metcd")])
-        .args(["--id", "1", "--listen-client", &client, "--listen-peer", &peer])
+        .args([
+            "--id",
+            "1",
+            "--listen-client",
+            &client,
+            "--listen-peer",
+            &peer,
+        ])
         .arg("--data-dir")
         .arg(tmp.path().join("n1"))
         .env("RUST_LOG", "info,raft=warn")
