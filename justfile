@@ -33,7 +33,7 @@ setup:
     fi
     echo "setup: done; the first build compiles RocksDB's C++ (about 15 minutes on 2 cores) into $CARGO_TARGET_DIR"
 
-# Everything CI checks: formatting, lints, every test (conformance, property, crash, harness, cluster), the book.
+# Everything CI checks: formatting, lints, every test (conformance, property, crash, harness, cluster, the short chaos runs), the book.
 test:
     cargo fmt --all -- --check
     cargo clippy --release --workspace --all-targets -- -D warnings
@@ -60,6 +60,11 @@ bench-overhead:
 bench-cluster ENGINE="redb" *ARGS:
     cargo build --release -p cluster -p workloads
     cargo run --release -p workloads --bin workbench -- run cluster --target cluster --spawn-cluster {{ENGINE}} --out results/cluster {{ARGS}}
+
+# Fault-injection runs on 3-node metcd clusters, checked for linearizability and convergence; report in results/chaos/. Examples: just chaos; just chaos redb --runs 50; just chaos --runs 1000 --fault kill,pause
+chaos *ARGS:
+    cargo build --release -p cluster -p chaos
+    cargo run --release -p chaos --bin chaos -- {{ARGS}}
 
 # List the workload specs and engines.
 bench-list:

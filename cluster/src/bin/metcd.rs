@@ -47,10 +47,10 @@ struct Args {
     /// Storage engine: memory, redb, sled, rocksdb, fjall or bitcask.
     #[arg(long, default_value = "memory")]
     engine: String,
-    /// Client HTTP address (loopback only).
+    /// Client HTTP address (any; a warning if not loopback: no TLS yet).
     #[arg(long, default_value = "127.0.0.1:3379")]
     listen_client: SocketAddr,
-    /// Raft peer address (loopback only).
+    /// Raft peer address (any; a warning if not loopback: no TLS yet).
     #[arg(long, default_value = "127.0.0.1:3380")]
     listen_peer: SocketAddr,
     /// Peer addresses of the initial cluster: 1=127.0.0.1:13380,2=...
@@ -97,11 +97,18 @@ struct Args {
     cache_mb: u64,
 }
 
-fn loopback(address: SocketAddr, flag: &str) -> anyhow::Result<SocketAddr> {
+/// Any address may be listened on, so that a cluster can span machines.
+/// metcd has no TLS and no authentication yet: whoever reaches a
+/// non-loopback address can read and write every key and join the Raft
+/// group, so such an address is logged as a warning (until TLS comes).
+fn listen_address(address: SocketAddr, flag: &str) -> SocketAddr {
     if !address.ip().is_loopback() {
-        bail!("{flag} {address}: metcd listens on loopback addresses only (e.g. 127.0.0.1:3379)");
+        tracing::warn!(
+            "{flag} {address} is not a loopback address: metcd has no TLS or authentication yet, \
+             so anyone who can reach it can read, write and join; use it only on a trusted network"
+        );
     }
-    Ok(address)
+    address
 }
 
 fn initial_members(args: &Args) -> anyhow::Result<Vec<Member>> {
@@ -158,8 +165,8 @@ async fn members_from(join: &str, id: u64) -> anyhow::Result<Vec<Member>> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let engine: EngineKind = args.engine.parse()?;
-    let listen_client = loopback(args.listen_client, "--listen-client")?;
-    let listen_peer = loopback(args.listen_peer, "--listen-peer")?;
+    let listen_client = listen_address(args.listen_client, "--listen-client");
+    let listen_peer = listen_address(args.listen_peer, "--listen-peer");
     let data_dir = args
         .data_dir
         .clone()
