@@ -1,0 +1,741 @@
+//! The MVCC store: history in the engine, the key index in memory.
+//!
+//! # Data in, data out
+//!
+//! Writes arrive from the Raft apply loop only, one committed entry at a
+//! time, as a transaction ([`MvccStore::txn`]; a plain put or delete is a
+//! one-operation transaction) or a compaction ([`MvccStore::compact`]). Each
+//! is **staged**: its history records go into a [`Staging`] (an engine write
+//! batch plus the records it holds, so a later entry of the same batch reads
+//! them), and the key index learns the new revisions at once. The caller
+//! writes the staged batch to the engine, together with its own metadata
+//! (the Raft applied index), in one atomic `write_batch`, and then calls
+//! [`MvccStore::publish`], which makes the new revision visible to readers.
+//! Reads ([`MvccStore::range`]) may come from any thread at any time.
+//!
+//! # Invariants
+//!
+//! * A reader never sees a revision that is not in the engine: readers read
+//!   at or below the **published** revision, and the index's staged
+//!   revisions above it are invisible to them, since every index lookup is
+//!   "the newest revision at or below `at`".
+//! * History records are immutable once written; only compaction deletes
+//!   them, and only those no read at or after the compaction point needs.
+//!   The compaction point becomes visible to readers when it is staged, so a
+//!   read below it fails with "required revision has been compacted" instead
+//!   of finding holes.
+//! * The current and compacted revisions are stored (`m/mvcc-current`,
+//!   `m/mvcc-compacted`) in the same batch as the records, so after a crash
+//!   the engine holds some prefix of the applied entries and knows which.
+//!
+//! # Start-up cost
+//!
+//! The key index lives in memory and is rebuilt at open by scanning every
+//! history record (`h/`) in revision order: one sequential pass over the
+//! retained history, values included, so its cost grows with the history
+//! kept since the last compaction. [`OpenStats`] reports the records read and
+//! the time taken; the benchmark measures it per engine.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use engines::{Engine, EngineError, KeyRange, WriteBatch, WriteOptions};
+
+use super::key_index::{KeyAt, RangeEnd, TreeIndex};
+use super::kv::{KeyValue, Record};
+use super::revision::{HISTORY_PREFIX, Revision};
+use super::txn::{
+    Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
+    compare_all,
+};
+
+const CURRENT_KEY: &[u8] = b"m/mvcc-current";
+const COMPACTED_KEY: &[u8] = b"m/mvcc-compacted";
+/// History records read per engine scan while rebuilding the index.
+const REBUILD_PAGE: usize = 4096;
+
+/// Why a store operation failed. The messages of the first three are etcd's
+/// (the API adds its `etcdserver: ` prefix where etcd's does).
+#[derive(Debug, thiserror::Error)]
+pub enum MvccError {
+    #[error("mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("mvcc: required revision is a future revision")]
+    FutureRevision,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("storage engine: {0}")]
+    Engine(#[from] EngineError),
+    #[error("MVCC data is damaged: {0}")]
+    Corrupt(String),
+}
+
+/// What opening the store cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenStats {
+    pub records: u64,
+    pub keys: u64,
+    pub elapsed: Duration,
+}
+
+struct State {
+    index: TreeIndex,
+    /// The newest revision readers may see (written to the engine).
+    published: i64,
+    /// The newest revision staged (published or not).
+    staged: i64,
+    compacted: i64,
+}
+
+/// Writes of the entries being applied, not yet in the engine.
+#[derive(Default)]
+pub struct Staging {
+    batch: WriteBatch,
+    records: HashMap<Revision, Record>,
+    dirty: bool,
+}
+
+impl Staging {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.dirty
+    }
+}
+
+/// A revision staged and written, ready to be shown to readers.
+#[must_use = "publish it once the batch is written"]
+pub struct Written {
+    revision: i64,
+}
+
+/// History plus index over one engine. Cheap to share (`Arc`).
+pub struct MvccStore {
+    engine: Arc<dyn Engine>,
+    state: RwLock<State>,
+}
+
+fn read_i64(engine: &dyn Engine, key: &[u8]) -> Result<Option<i64>, MvccError> {
+    match engine.get(key)? {
+        None => Ok(None),
+        Some(bytes) => {
+            let array: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+                MvccError::Corrupt(format!(
+                    "{} holds {} bytes, expected 8",
+                    String::from_utf8_lossy(key),
+                    bytes.len()
+                ))
+            })?;
+            Ok(Some(i64::from_be_bytes(array)))
+        }
+    }
+}
+
+impl MvccStore {
+    /// Opens the store over `engine`, rebuilding the key index from history.
+    pub fn open(engine: Arc<dyn Engine>) -> Result<(Self, OpenStats), MvccError> {
+        let started = Instant::now();
+        let mut index = TreeIndex::new();
+        let mut records = 0u64;
+        let mut last_main = 1i64;
+        let mut from = HISTORY_PREFIX.to_vec();
+        let end = engines::prefix_successor(HISTORY_PREFIX).unwrap_or_default();
+        loop {
+            let page = engine.scan(
+                &KeyRange::half_open(from.clone(), end.clone()),
+                REBUILD_PAGE,
+            )?;
+            let Some((last_key, _)) = page.last() else {
+                break;
+            };
+            let mut next = last_key.clone();
+            next.push(0);
+            for (key, value) in &page {
+                let revision = Revision::from_history_key(key).ok_or_else(|| {
+                    MvccError::Corrupt(format!("history key {key:?} does not name a revision"))
+                })?;
+                let record = Record::decode(value)
+                    .map_err(|e| MvccError::Corrupt(format!("at revision {revision}: {e}")))?;
+                let recorded = match &record {
+                    Record::Put { key, .. } => index.put(key, revision),
+                    Record::Tombstone { key } => index.tombstone(key, revision),
+                };
+                if !recorded {
+                    return Err(MvccError::Corrupt(format!(
+                        "history at revision {revision} does not follow the key's earlier revisions"
+                    )));
+                }
+                last_main = last_main.max(revision.main);
+                records += 1;
+            }
+            if page.len() < REBUILD_PAGE {
+                break;
+            }
+            from = next;
+        }
+        let current = read_i64(engine.as_ref(), CURRENT_KEY)?
+            .unwrap_or(1)
+            .max(last_main);
+        let compacted = read_i64(engine.as_ref(), COMPACTED_KEY)?.unwrap_or(0);
+        let stats = OpenStats {
+            records,
+            keys: index.len() as u64,
+            elapsed: started.elapsed(),
+        };
+        let store = MvccStore {
+            engine,
+            state: RwLock::new(State {
+                index,
+                published: current,
+                staged: current,
+                compacted,
+            }),
+        };
+        Ok((store, stats))
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    /// The newest revision readers see.
+    pub fn current_revision(&self) -> i64 {
+        self.read_state().published
+    }
+
+    pub fn compacted_revision(&self) -> i64 {
+        self.read_state().compacted
+    }
+
+    /// Keys alive at the current revision.
+    pub fn live_keys(&self) -> u64 {
+        let state = self.read_state();
+        state
+            .index
+            .range(b"\0", &RangeEnd::Unbounded, state.published)
+            .count() as u64
+    }
+
+    fn fetch(
+        &self,
+        staging: Option<&Staging>,
+        key: &[u8],
+        at: &KeyAt,
+    ) -> Result<Option<KeyValue>, MvccError> {
+        let record = match staging.and_then(|s| s.records.get(&at.modified)) {
+            Some(record) => Some(record.clone()),
+            None => match self.engine.get(&at.modified.history_key())? {
+                Some(bytes) => Some(Record::decode(&bytes).map_err(|e| {
+                    MvccError::Corrupt(format!("at revision {}: {e}", at.modified))
+                })?),
+                None => None,
+            },
+        };
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        if record.key() != key {
+            return Err(MvccError::Corrupt(format!(
+                "the record at revision {} is for another key",
+                at.modified
+            )));
+        }
+        Ok(record.into_key_value(at.modified.main))
+    }
+
+    // ANCHOR: range
+    /// Serves a range read at the request's revision (0: the current one),
+    /// with etcd's limit, count, filter and sort rules.
+    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        let (current, at, found) = {
+            let state = self.read_state();
+            let current = state.published;
+            let at = if request.revision <= 0 {
+                current
+            } else {
+                request.revision
+            };
+            if at > current {
+                return Err(MvccError::FutureRevision);
+            }
+            if at < state.compacted {
+                return Err(MvccError::Compacted);
+            }
+            let end = RangeEnd::from_request(&request.range_end);
+            let found: Vec<(Vec<u8>, KeyAt)> = state
+                .index
+                .range(&request.key, &end, at)
+                .map(|(key, at)| (key.to_vec(), at))
+                .collect();
+            (current, at, found)
+        };
+        let count = found.len() as i64;
+        let mut response = RangeResponse {
+            kvs: Vec::new(),
+            more: false,
+            count,
+            revision: current,
+        };
+        if request.count_only {
+            return Ok(response);
+        }
+        // Without sorting or filters the index order is the answer, so only
+        // limit + 1 keys are read (the extra one tells `more`).
+        let filtered = request.min_mod_revision != 0
+            || request.max_mod_revision != 0
+            || request.min_create_revision != 0
+            || request.max_create_revision != 0;
+        let fetch_all = request.sort_order != SortOrder::None || filtered || request.limit <= 0;
+        let wanted = if fetch_all {
+            found.len()
+        } else {
+            found.len().min(request.limit as usize + 1)
+        };
+        let mut kvs = Vec::with_capacity(wanted);
+        for (key, key_at) in &found[..wanted] {
+            match self.fetch(None, key, key_at)? {
+                Some(kv) => kvs.push(kv),
+                None if at < self.compacted_revision() => return Err(MvccError::Compacted),
+                None => {
+                    return Err(MvccError::Corrupt(format!(
+                        "the index names revision {} but the engine has no record of it",
+                        key_at.modified
+                    )));
+                }
+            }
+        }
+        finish_range(request, &mut kvs, &mut response);
+        response.kvs = kvs;
+        Ok(response)
+    }
+    // ANCHOR_END: range
+
+    /// The keys of a range alive at `at` in the staged view (writer side).
+    fn staged_range(
+        &self,
+        state: &State,
+        staging: &Staging,
+        key: &[u8],
+        range_end: &[u8],
+        at: i64,
+    ) -> Result<Vec<KeyValue>, MvccError> {
+        let end = RangeEnd::from_request(range_end);
+        let found: Vec<(Vec<u8>, KeyAt)> = state
+            .index
+            .range(key, &end, at)
+            .map(|(k, a)| (k.to_vec(), a))
+            .collect();
+        let mut kvs = Vec::with_capacity(found.len());
+        for (key, key_at) in &found {
+            let kv = self.fetch(Some(staging), key, key_at)?.ok_or_else(|| {
+                MvccError::Corrupt(format!("no record for staged revision {}", key_at.modified))
+            })?;
+            kvs.push(kv);
+        }
+        Ok(kvs)
+    }
+
+    // ANCHOR: txn
+    /// Stages a transaction: evaluates the compares against the staged state,
+    /// runs the chosen branch, and gives every change one new main revision
+    /// (with sub revisions 0, 1, ... in order). A transaction that changes
+    /// nothing leaves the revision alone.
+    pub fn txn(&self, staging: &mut Staging, txn: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        let mut state = self.write_state();
+        let base = state.staged;
+        let succeeded = self.choose(&state, staging, txn, base)?;
+        self.precheck(&state, staging, txn, succeeded, base)?;
+        let mut run = Run {
+            main: base + 1,
+            sub: 0,
+        };
+        let responses = self.run_branch(&mut state, staging, txn, succeeded, &mut run)?;
+        let revision = if run.sub > 0 {
+            state.staged = run.main;
+            staging.dirty = true;
+            run.main
+        } else {
+            base
+        };
+        let mut response = TxnResponse {
+            succeeded,
+            responses,
+            revision,
+        };
+        set_revisions(&mut response.responses, revision);
+        Ok(response)
+    }
+    // ANCHOR_END: txn
+
+    /// A put as a one-operation transaction.
+    pub fn put(&self, staging: &mut Staging, put: PutRequest) -> Result<PutResponse, MvccError> {
+        let txn = TxnRequest {
+            compare: vec![],
+            success: vec![RequestOp::Put(put)],
+            failure: vec![],
+        };
+        match self.txn(staging, &txn)?.responses.pop() {
+            Some(ResponseOp::Put(response)) => Ok(response),
+            _ => Err(MvccError::Corrupt("a put produced no put response".into())),
+        }
+    }
+
+    /// A delete as a one-operation transaction.
+    pub fn delete_range(
+        &self,
+        staging: &mut Staging,
+        delete: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, MvccError> {
+        let txn = TxnRequest {
+            compare: vec![],
+            success: vec![RequestOp::DeleteRange(delete)],
+            failure: vec![],
+        };
+        match self.txn(staging, &txn)?.responses.pop() {
+            Some(ResponseOp::DeleteRange(response)) => Ok(response),
+            _ => Err(MvccError::Corrupt(
+                "a delete produced no delete response".into(),
+            )),
+        }
+    }
+
+    fn compares_hold(
+        &self,
+        state: &State,
+        staging: &Staging,
+        compares: &[Compare],
+        at: i64,
+    ) -> Result<bool, MvccError> {
+        for compare in compares {
+            let kvs = self.staged_range(state, staging, &compare.key, &compare.range_end, at)?;
+            if !compare_all(compare, &kvs) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn choose(
+        &self,
+        state: &State,
+        staging: &Staging,
+        txn: &TxnRequest,
+        at: i64,
+    ) -> Result<bool, MvccError> {
+        self.compares_hold(state, staging, &txn.compare, at)
+    }
+
+    /// etcd refuses the whole transaction, before changing anything, if a
+    /// put on the path it takes asks to keep the value or lease of a key
+    /// that does not exist.
+    fn precheck(
+        &self,
+        state: &State,
+        staging: &Staging,
+        txn: &TxnRequest,
+        succeeded: bool,
+        at: i64,
+    ) -> Result<(), MvccError> {
+        let branch = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
+        for op in branch {
+            match op {
+                RequestOp::Put(put)
+                    if (put.ignore_value || put.ignore_lease)
+                        && state.index.get(&put.key, at).is_none() =>
+                {
+                    return Err(MvccError::KeyNotFound);
+                }
+                RequestOp::Txn(nested) => {
+                    let taken = self.choose(state, staging, nested, at)?;
+                    self.precheck(state, staging, nested, taken, at)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn run_branch(
+        &self,
+        state: &mut State,
+        staging: &mut Staging,
+        txn: &TxnRequest,
+        succeeded: bool,
+        run: &mut Run,
+    ) -> Result<Vec<ResponseOp>, MvccError> {
+        let branch = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
+        let mut responses = Vec::with_capacity(branch.len());
+        for op in branch {
+            // Reads inside a transaction see its earlier writes: everything
+            // staged is at or below `run.main`.
+            let view = run.main;
+            let response = match op {
+                RequestOp::Range(range) => {
+                    let mut kvs =
+                        self.staged_range(state, staging, &range.key, &range.range_end, view)?;
+                    let mut response = RangeResponse {
+                        count: kvs.len() as i64,
+                        ..Default::default()
+                    };
+                    if range.count_only {
+                        kvs.clear();
+                    } else {
+                        finish_range(range, &mut kvs, &mut response);
+                    }
+                    response.kvs = kvs;
+                    ResponseOp::Range(response)
+                }
+                RequestOp::Put(put) => {
+                    ResponseOp::Put(self.stage_put(state, staging, put, run, view)?)
+                }
+                RequestOp::DeleteRange(delete) => {
+                    ResponseOp::DeleteRange(self.stage_delete(state, staging, delete, run, view)?)
+                }
+                RequestOp::Txn(nested) => {
+                    let taken = self.compares_hold(state, staging, &nested.compare, view)?;
+                    let responses = self.run_branch(state, staging, nested, taken, run)?;
+                    ResponseOp::Txn(TxnResponse {
+                        succeeded: taken,
+                        responses,
+                        revision: 0,
+                    })
+                }
+            };
+            responses.push(response);
+        }
+        Ok(responses)
+    }
+
+    fn stage_record(&self, staging: &mut Staging, revision: Revision, record: Record) {
+        staging.batch.put(revision.history_key(), record.encode());
+        staging.records.insert(revision, record);
+    }
+
+    fn stage_put(
+        &self,
+        state: &mut State,
+        staging: &mut Staging,
+        put: &PutRequest,
+        run: &mut Run,
+        view: i64,
+    ) -> Result<PutResponse, MvccError> {
+        let previous = match state.index.get(&put.key, view) {
+            Some(at) => self.fetch(Some(staging), &put.key, &at)?,
+            None => None,
+        };
+        if (put.ignore_value || put.ignore_lease) && previous.is_none() {
+            return Err(MvccError::KeyNotFound);
+        }
+        let value = match (&previous, put.ignore_value) {
+            (Some(prev), true) => prev.value.clone(),
+            _ => put.value.clone(),
+        };
+        let lease = match (&previous, put.ignore_lease) {
+            (Some(prev), true) => prev.lease,
+            _ => put.lease,
+        };
+        let revision = run.next();
+        let record = Record::Put {
+            key: put.key.clone(),
+            create_revision: previous
+                .as_ref()
+                .map_or(revision.main, |p| p.create_revision),
+            version: previous.as_ref().map_or(1, |p| p.version + 1),
+            lease,
+            value,
+        };
+        if !state.index.put(&put.key, revision) {
+            return Err(MvccError::Corrupt(format!(
+                "revision {revision} is not newer than the key's last one"
+            )));
+        }
+        self.stage_record(staging, revision, record);
+        Ok(PutResponse {
+            prev_kv: if put.prev_kv { previous } else { None },
+            revision: revision.main,
+        })
+    }
+
+    fn stage_delete(
+        &self,
+        state: &mut State,
+        staging: &mut Staging,
+        delete: &DeleteRangeRequest,
+        run: &mut Run,
+        view: i64,
+    ) -> Result<DeleteRangeResponse, MvccError> {
+        let doomed = self.staged_range(state, staging, &delete.key, &delete.range_end, view)?;
+        for kv in &doomed {
+            let revision = run.next();
+            if !state.index.tombstone(&kv.key, revision) {
+                return Err(MvccError::Corrupt(format!(
+                    "cannot record the deletion of a live key at revision {revision}"
+                )));
+            }
+            self.stage_record(
+                staging,
+                revision,
+                Record::Tombstone {
+                    key: kv.key.clone(),
+                },
+            );
+        }
+        Ok(DeleteRangeResponse {
+            deleted: doomed.len() as i64,
+            prev_kvs: if delete.prev_kv { doomed } else { Vec::new() },
+            revision: 0,
+        })
+    }
+
+    // ANCHOR: compact
+    /// Stages a compaction at `revision`: every key keeps its newest change at
+    /// or below it and everything after; older history is deleted. Reads
+    /// below `revision` fail from now on.
+    pub fn compact(&self, staging: &mut Staging, revision: i64) -> Result<u64, MvccError> {
+        let mut state = self.write_state();
+        if revision <= state.compacted {
+            return Err(MvccError::Compacted);
+        }
+        if revision > state.staged {
+            return Err(MvccError::FutureRevision);
+        }
+        state.compacted = revision;
+        let removed = state.index.compact(revision);
+        for doomed in &removed {
+            staging.records.remove(doomed);
+            staging.batch.delete(doomed.history_key());
+        }
+        staging.dirty = true;
+        Ok(removed.len() as u64)
+    }
+    // ANCHOR_END: compact
+
+    /// Moves the staged batch out, with the store's revisions added, for the
+    /// caller to write (with its own metadata) in one atomic batch.
+    pub fn take_batch(&self, staging: &mut Staging) -> (WriteBatch, Written) {
+        let state = self.read_state();
+        let mut batch = std::mem::take(&mut staging.batch);
+        staging.records.clear();
+        staging.dirty = false;
+        batch.put(CURRENT_KEY, state.staged.to_be_bytes().to_vec());
+        batch.put(COMPACTED_KEY, state.compacted.to_be_bytes().to_vec());
+        (
+            batch,
+            Written {
+                revision: state.staged,
+            },
+        )
+    }
+
+    /// Shows readers everything up to the written revision.
+    pub fn publish(&self, written: Written) {
+        let mut state = self.write_state();
+        state.published = state.published.max(written.revision);
+    }
+
+    /// Writes the staged batch alone and publishes it (for callers without
+    /// metadata of their own, and tests).
+    pub fn commit(&self, staging: &mut Staging, options: WriteOptions) -> Result<(), MvccError> {
+        let (batch, written) = self.take_batch(staging);
+        self.engine.write_batch(batch, options)?;
+        self.publish(written);
+        Ok(())
+    }
+}
+
+/// Main and sub revision for the changes of one transaction.
+struct Run {
+    main: i64,
+    sub: i64,
+}
+
+impl Run {
+    fn next(&mut self) -> Revision {
+        let revision = Revision::new(self.main, self.sub);
+        self.sub += 1;
+        revision
+    }
+}
+
+fn set_revisions(responses: &mut [ResponseOp], revision: i64) {
+    for response in responses {
+        match response {
+            ResponseOp::Range(r) => r.revision = revision,
+            ResponseOp::Put(r) => r.revision = revision,
+            ResponseOp::DeleteRange(r) => r.revision = revision,
+            ResponseOp::Txn(t) => {
+                t.revision = revision;
+                set_revisions(&mut t.responses, revision);
+            }
+        }
+    }
+}
+
+/// Filters, sort and limit, in etcd's order: filters and sorting over every
+/// key read, then the cut to `limit` (which sets `more`).
+fn finish_range(request: &RangeRequest, kvs: &mut Vec<KeyValue>, response: &mut RangeResponse) {
+    if request.max_mod_revision != 0 {
+        kvs.retain(|kv| kv.mod_revision <= request.max_mod_revision);
+    }
+    if request.min_mod_revision != 0 {
+        kvs.retain(|kv| kv.mod_revision >= request.min_mod_revision);
+    }
+    if request.max_create_revision != 0 {
+        kvs.retain(|kv| kv.create_revision <= request.max_create_revision);
+    }
+    if request.min_create_revision != 0 {
+        kvs.retain(|kv| kv.create_revision >= request.min_create_revision);
+    }
+    // Keys come in ascending key order already: etcd sorts only when asked
+    // for another target, or for descending order.
+    let order = match (request.sort_target, request.sort_order) {
+        (SortTarget::Key, SortOrder::Ascend) => SortOrder::None,
+        (target, SortOrder::None) if target != SortTarget::Key => SortOrder::Ascend,
+        (_, order) => order,
+    };
+    if order != SortOrder::None {
+        kvs.sort_by(|a, b| {
+            let ordering = match request.sort_target {
+                SortTarget::Key => a.key.cmp(&b.key),
+                SortTarget::Version => a.version.cmp(&b.version),
+                SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+                SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+                SortTarget::Value => a.value.cmp(&b.value),
+            };
+            if order == SortOrder::Descend {
+                ordering.reverse()
+            } else {
+                ordering
+            }
+        });
+    }
+    if request.limit > 0 && kvs.len() > request.limit as usize {
+        kvs.truncate(request.limit as usize);
+        response.more = true;
+    }
+    if request.keys_only {
+        for kv in kvs.iter_mut() {
+            kv.value.clear();
+        }
+    }
+}
