@@ -11,6 +11,8 @@
 //! POST   /-/members                      -> add: {"id":4,"peer":"127.0.0.1:43380","client":"127.0.0.1:43379","learner":true}
 //! POST   /-/members/<id>/promote         -> promote a learner to voter
 //! DELETE /-/members/<id>                 -> remove a member
+//! GET    /metrics                        -> Prometheus text format (api::metrics)
+//! GET    /-/cluster                      -> cluster id and member id (api::identity)
 //! ```
 //!
 //! # Write path
@@ -93,6 +95,7 @@ struct Api {
 
 /// The router of one node.
 pub fn router(node: NodeHandle, config: ApiConfig) -> Router {
+    let node_routes = super::node_routes(node.clone());
     Router::new()
         .route("/-/health", get(health))
         .route("/-/status", get(status))
@@ -102,6 +105,7 @@ pub fn router(node: NodeHandle, config: ApiConfig) -> Router {
         .route("/", any(key_handler))
         .fallback(key_handler)
         .with_state(Api { node, config })
+        .merge(node_routes)
 }
 
 /// A JSON error response.
@@ -517,9 +521,10 @@ async fn key_handler(
 
 // ANCHOR: http_write
 async fn propose(api: &Api, uri: &Uri, command: Command) -> Response {
+    let proposal = crate::metrics::Proposal::start();
     let (reply, answer) = oneshot::channel();
     match ask(api, Request::Propose { command, reply }, answer).await {
-        Ok(outcome) => write_outcome(api, uri, outcome),
+        Ok(outcome) => write_outcome(api, uri, proposal.finish(outcome)),
         Err(response) => response,
     }
 }

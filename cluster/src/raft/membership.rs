@@ -1,5 +1,8 @@
 //! Membership changes: one at a time, proposed as raft conf changes that
 //! carry the member's addresses, applied on every node with the data.
+//! The bootstrap conf changes also carry the cluster id (see `identity`),
+//! so the state machine holds it; a removal is recorded as such by the
+//! state machine, for the transport's handshake.
 
 use protobuf::Message as _;
 use raft::StateRole;
@@ -8,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::handle::{MemberChange, NodeError, WriteError, WriteReply};
+use super::identity::ClusterId;
 use super::Node;
 use crate::state_machine::Member;
 
@@ -18,9 +22,15 @@ use crate::state_machine::Member;
 struct ChangeContext {
     request: u64,
     member: Option<Member>,
+    /// The cluster id, in the bootstrap entries only (see `identity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterId>,
 }
 
-pub(super) fn bootstrap_entries(members: &[Member]) -> Result<Vec<Entry>, NodeError> {
+pub(super) fn bootstrap_entries(
+    members: &[Member],
+    cluster: ClusterId,
+) -> Result<Vec<Entry>, NodeError> {
     let mut entries = Vec::new();
     for (i, member) in members.iter().enumerate() {
         let mut cc = ConfChange::default();
@@ -29,6 +39,7 @@ pub(super) fn bootstrap_entries(members: &[Member]) -> Result<Vec<Entry>, NodeEr
         let context = ChangeContext {
             request: 0,
             member: Some(member.clone()),
+            cluster: Some(cluster),
         };
         cc.set_context(serde_json::to_vec(&context).unwrap_or_default().into());
         let mut entry = Entry::default();
@@ -134,7 +145,11 @@ impl Node {
         let mut cc = ConfChange::default();
         cc.set_change_type(change_type);
         cc.node_id = id;
-        let context = ChangeContext { request, member };
+        let context = ChangeContext {
+            request,
+            member,
+            cluster: None,
+        };
         match serde_json::to_vec(&context) {
             Ok(bytes) => cc.set_context(bytes.into()),
             Err(err) => {
@@ -171,6 +186,9 @@ impl Node {
             }
         };
         let id = cc.node_id;
+        if let Some(cluster) = context.cluster {
+            self.sm.stage_cluster_id(cluster);
+        }
         let member = match cc.get_change_type() {
             ConfChangeType::RemoveNode => None,
             kind => {

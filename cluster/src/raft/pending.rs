@@ -124,6 +124,7 @@ impl Node {
                 since: Instant::now(),
             },
         );
+        crate::metrics::READ_INDEX_BATCHES.inc();
         self.raw.read_index(context.to_le_bytes().to_vec());
     }
 
@@ -167,6 +168,7 @@ impl Node {
                 .map(|(context, _)| *context)
                 .collect();
             for context in retry {
+                crate::metrics::READ_INDEX_BATCHES.inc();
                 self.raw.read_index(context.to_le_bytes().to_vec());
             }
         }

@@ -455,6 +455,7 @@ impl Wal {
             .get_ref()
             .sync_data()
             .map_err(io("fdatasync of the WAL"))?;
+        crate::metrics::WAL_FSYNC.observe(started.elapsed());
         self.fsync_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
