@@ -30,8 +30,9 @@
 //!
 //! The removed ids are kept (and shared with the transport through
 //! [`StateMachine::removed`]) so that a removed node that restarts with its
-//! old data is told "removed" by its peers instead of being served; an id
-//! added again is taken off the list.
+//! old data is told "removed" by its peers instead of being served. Adding a
+//! removed id is refused when proposed (ids are not reused, as in etcd); were
+//! one applied anyway, it would be taken off the list.
 //!
 //! The `k/` records already carry etcd's per-key metadata: the revision at
 //! which the key was created, the revision of its last change and the number

@@ -50,4 +50,13 @@ async fn a_node_removed_while_down_stops_after_restart() {
     put_retrying(&cluster.client(), "still", "fine").await;
     let members = cluster.client().members().await.unwrap();
     assert!(members.iter().all(|m| m.id != victim), "{members:?}");
+    // Its id is not reused: a stale node with it would pass for the new one.
+    let node = cluster.node(victim);
+    let again = cluster
+        .client()
+        .member_add(victim, &node.peer, &node.client, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(again.contains("409") && again.contains("not reused"), "{again}");
 }
