@@ -3,10 +3,11 @@
 
 use std::time::Instant;
 
+use raft::Storage;
 use raft::prelude::Snapshot;
 
-use super::handle::NodeError;
 use super::Node;
+use super::handle::NodeError;
 
 impl Node {
     pub(super) fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), NodeError> {
