@@ -286,7 +286,8 @@ pub async fn put_retrying(client: &Client, key: &str, value: &str) {
 impl Cluster {
     /// Starts (or restarts) the node at `index` with its usual flags but
     /// `flags` in place of `--initial-cluster`/`--join`: for tests of what
-    /// a node does when started the wrong way.
+    /// a node does when started the wrong way. Its log lines (stdout) and
+    /// errors (stderr) both go to its log file.
     pub fn spawn_with(&mut self, index: usize, flags: &[String]) {
         let node = &self.nodes[index];
         std::fs::create_dir_all(&node.dir).unwrap();
@@ -309,7 +310,7 @@ impl Cluster {
             .args(&self.extra)
             .args(flags)
             .env("RUST_LOG", "info,raft=warn")
-            .stdout(Stdio::null())
+            .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
