@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME"
 default:
     @just --list
 
-# Install what the build needs on a Debian-like machine (idempotent): clang and libclang for rocksdb's bindings, mdbook for the book.
+# Install what the build needs on a Debian-like machine (idempotent): clang and libclang for rocksdb's bindings, mdbook for the book, prometheus for the /metrics test.
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -24,6 +24,17 @@ setup:
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
     else
         echo "setup: clang and libclang already installed"
+    fi
+    if dpkg -s prometheus >/dev/null 2>&1; then
+        echo "setup: prometheus already installed"
+    else
+        echo "setup: installing prometheus (cluster/tests/metrics.rs scrapes a cluster with it)"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus
+        # Debian enables a system-wide service; the test runs its own on 127.0.0.1.
+        if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled prometheus >/dev/null 2>&1; then
+            $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+        fi
     fi
     if command -v mdbook >/dev/null 2>&1; then
         echo "setup: mdbook already installed ($(mdbook --version))"

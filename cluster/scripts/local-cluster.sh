@@ -2,7 +2,8 @@
 # Builds metcd and starts a 3-node local cluster on loopback:
 #   clients 127.0.0.1:13379, 23379, 33379; peers 127.0.0.1:13380, 23380, 33380.
 # Usage: cluster/scripts/local-cluster.sh [engine] (memory, redb, sled, rocksdb, fjall, bitcask; default memory)
-# Data lives under ${METCD_DATA:-./data/cluster}/<engine>/n<id>; a restart reuses it.
+# Data lives under ${METCD_DATA:-./data/cluster}/<engine>/n<id>; a restart reuses it (and
+# the cluster's token in <engine>/cluster-token; delete the directory for a new cluster).
 # Each node's log lines are prefixed with its name; its pid is in <data>/n<id>.pid;
 # Ctrl-C stops all three.
 set -euo pipefail
@@ -15,6 +16,13 @@ cargo build --release --manifest-path "$(dirname "$0")/../Cargo.toml" --bins
 bin="$CARGO_TARGET_DIR/release/metcd"
 
 peers="1=127.0.0.1:13380,2=127.0.0.1:23380,3=127.0.0.1:33380"
+# This cluster's own --initial-cluster-token (part of its cluster id), made
+# once and kept next to its data, so a rebuilt cluster is a new cluster.
+mkdir -p "$data"
+if [ ! -s "$data/cluster-token" ]; then
+    echo "metcd-$engine-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')" > "$data/cluster-token"
+fi
+token="$(cat "$data/cluster-token")"
 clients="1=127.0.0.1:13379,2=127.0.0.1:23379,3=127.0.0.1:33379"
 
 pids=()
@@ -35,6 +43,7 @@ for id in 1 2 3; do
     "$bin" --id "$id" --engine "$engine" --data-dir "$data/n$id" \
         --listen-client "127.0.0.1:${id}3379" --listen-peer "127.0.0.1:${id}3380" \
         --initial-cluster "$peers" --initial-cluster-clients "$clients" \
+        --initial-cluster-token "$token" \
         > >(sed -u "s/^/[n$id] /") 2>&1 &
     pids+=($!)
     echo $! > "$data/n$id.pid"

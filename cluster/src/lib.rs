@@ -60,6 +60,7 @@
 pub mod api;
 pub mod client;
 mod logger;
+pub mod metrics;
 pub mod mvcc;
 pub mod raft;
 pub mod state_machine;

@@ -24,7 +24,15 @@
 //! m/revision            -> cluster-wide revision u64 BE (incremented by every put and delete)
 //! m/confstate           -> raft ConfState (protobuf)
 //! m/members/<id, 16 hex> -> member JSON {"id","peer","client","learner"}
+//! m/cluster             -> the cluster id u64 BE (from the bootstrap conf changes)
+//! m/removed/<id, 16 hex> -> empty: a member removed by a conf change
 //! ```
+//!
+//! The removed ids are kept (and shared with the transport through
+//! [`StateMachine::removed`]) so that a removed node that restarts with its
+//! old data is told "removed" by its peers instead of being served. Adding a
+//! removed id is refused when proposed (ids are not reused, as in etcd); were
+//! one applied anyway, it would be taken off the list.
 //!
 //! The `k/` records already carry etcd's per-key metadata: the revision at
 //! which the key was created, the revision of its last change and the number
@@ -43,7 +51,7 @@
 //! can find its waiting client), the key and the value. An empty entry is the
 //! no-op a new leader appends; it only advances the applied index.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use engines::{Engine, WriteBatch, WriteOptions};
@@ -51,11 +59,18 @@ use protobuf::Message as _;
 use raft::prelude::ConfState;
 use serde::{Deserialize, Serialize};
 
+use crate::raft::identity::ClusterId;
+
 pub const DATA_PREFIX: &[u8] = b"k/";
 const APPLIED_KEY: &[u8] = b"m/applied";
 const REVISION_KEY: &[u8] = b"m/revision";
 const CONF_STATE_KEY: &[u8] = b"m/confstate";
 const MEMBERS_PREFIX: &[u8] = b"m/members/";
+const CLUSTER_KEY: &[u8] = b"m/cluster";
+const REMOVED_PREFIX: &[u8] = b"m/removed/";
+
+/// Ids of removed members, shared with the transport's handshake.
+pub type Removed = Arc<RwLock<BTreeSet<u64>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateMachineError {
@@ -210,6 +225,8 @@ pub struct StateMachine {
     revision: u64,
     conf_state: ConfState,
     members: Members,
+    cluster_id: Option<ClusterId>,
+    removed: Removed,
     staged: Staged,
 }
 
@@ -232,6 +249,8 @@ impl StateMachine {
             revision: 0,
             conf_state: ConfState::default(),
             members,
+            cluster_id: None,
+            removed: Removed::default(),
             staged: Staged::default(),
         };
         sm.reload()?;
@@ -283,7 +302,73 @@ impl StateMachine {
             let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
             *members = loaded;
         }
+        self.reload_identity()
+    }
+
+    /// Re-reads the cluster id and the removed members.
+    fn reload_identity(&mut self) -> Result<(), StateMachineError> {
+        self.cluster_id = match self.engine.get(CLUSTER_KEY)? {
+            Some(v) => Some(ClusterId(u64::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| StateMachineError::Metadata {
+                        key: "m/cluster".into(),
+                        reason: "expected 8 bytes".into(),
+                    })?,
+            ))),
+            None => None,
+        };
+        let mut removed = BTreeSet::new();
+        for (key, _) in self.engine.scan_prefix(REMOVED_PREFIX, usize::MAX)? {
+            let id = std::str::from_utf8(&key[REMOVED_PREFIX.len()..])
+                .ok()
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                .ok_or_else(|| StateMachineError::Metadata {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    reason: "expected 16 hex digits after m/removed/".into(),
+                })?;
+            removed.insert(id);
+        }
+        *self.removed.write().unwrap_or_else(|p| p.into_inner()) = removed;
         Ok(())
+    }
+
+    /// The cluster id the applied bootstrap entries carried, if any.
+    pub fn cluster_id(&self) -> Option<ClusterId> {
+        self.cluster_id
+    }
+
+    /// The ids of removed members, kept current as conf changes apply.
+    pub fn removed(&self) -> Removed {
+        Arc::clone(&self.removed)
+    }
+
+    /// Stages the cluster id (carried by the bootstrap conf changes) in the
+    /// batch of the entry being applied.
+    pub fn stage_cluster_id(&mut self, id: ClusterId) {
+        if self.cluster_id != Some(id) {
+            self.staged
+                .batch
+                .put(CLUSTER_KEY, id.0.to_be_bytes().to_vec());
+            self.cluster_id = Some(id);
+        }
+    }
+
+    /// Marks `id` removed (or no longer removed) after a conf change.
+    fn stage_removed(&mut self, id: u64, conf_state: &ConfState) {
+        let key = |id: u64| {
+            let mut key = REMOVED_PREFIX.to_vec();
+            key.extend_from_slice(format!("{id:016x}").as_bytes());
+            key
+        };
+        let gone = !conf_state.voters.contains(&id) && !conf_state.learners.contains(&id);
+        let mut removed = self.removed.write().unwrap_or_else(|p| p.into_inner());
+        if gone {
+            self.staged.batch.put(key(id), Vec::new());
+            removed.insert(id);
+        } else if removed.remove(&id) {
+            self.staged.batch.delete(key(id));
+        }
     }
 
     pub fn engine(&self) -> &Arc<dyn Engine> {
@@ -376,6 +461,7 @@ impl StateMachine {
         if !self.staged.dirty {
             return Ok(());
         }
+        let _timer = crate::metrics::BACKEND_COMMIT.start_timer();
         let mut staged = std::mem::take(&mut self.staged);
         let mut applied = self.applied_index.to_be_bytes().to_vec();
         applied.extend_from_slice(&self.applied_term.to_be_bytes());
@@ -420,6 +506,7 @@ impl StateMachine {
                 }
             }
         }
+        self.stage_removed(id, &conf_state);
         self.conf_state = conf_state;
         self.advance(index, term);
         Ok(())
@@ -512,6 +599,48 @@ mod tests {
             (record.create_revision, record.mod_revision, record.version),
             (1, 2, 2)
         );
+    }
+
+    #[test]
+    fn removed_members_and_the_cluster_id_are_kept_with_the_data() {
+        let engine = memory();
+        let mut sm = StateMachine::open(Arc::clone(&engine), Members::default()).unwrap();
+        sm.stage_cluster_id(ClusterId(9));
+        let two = ConfState {
+            voters: vec![1, 2],
+            ..Default::default()
+        };
+        sm.stage_conf_change(1, 1, two.clone(), 2, None).unwrap();
+        let one = ConfState {
+            voters: vec![1],
+            ..Default::default()
+        };
+        sm.stage_conf_change(2, 1, one, 2, None).unwrap();
+        sm.commit().unwrap();
+        assert!(sm.removed().read().unwrap().contains(&2));
+        let reopened = StateMachine::open(Arc::clone(&engine), Members::default()).unwrap();
+        assert_eq!(reopened.cluster_id(), Some(ClusterId(9)));
+        assert_eq!(
+            reopened
+                .removed()
+                .read()
+                .unwrap()
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![2]
+        );
+        // Snapshots carry both.
+        let mut other = StateMachine::open(memory(), Members::default()).unwrap();
+        other.import(&sm.export().unwrap()).unwrap();
+        assert_eq!(other.cluster_id(), Some(ClusterId(9)));
+        assert!(other.removed().read().unwrap().contains(&2));
+        // Added again: no longer removed.
+        sm.stage_conf_change(3, 1, two, 2, None).unwrap();
+        sm.commit().unwrap();
+        assert!(sm.removed().read().unwrap().is_empty());
+        let reopened = StateMachine::open(engine, Members::default()).unwrap();
+        assert!(reopened.removed().read().unwrap().is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Cluster, eventually, put_retrying, wait_value};
+use common::{Cluster, eventually, put_retrying, wait_absent, wait_value};
 use hyper::{Method, StatusCode};
 
 /// Fast elections keep the suite short: 50 ms ticks, 10-20 ticks to elect.

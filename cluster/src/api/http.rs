@@ -11,6 +11,8 @@
 //! POST   /-/members                      -> add: {"id":4,"peer":"127.0.0.1:43380","client":"127.0.0.1:43379","learner":true}
 //! POST   /-/members/<id>/promote         -> promote a learner to voter
 //! DELETE /-/members/<id>                 -> remove a member
+//! GET    /metrics                        -> Prometheus text format (api::metrics)
+//! GET    /-/cluster                      -> cluster id and member id (api::identity)
 //! ```
 //!
 //! # Write path
@@ -156,6 +158,7 @@ impl Outcome {
 /// The router of one node.
 pub fn router(node: NodeHandle, config: ApiConfig) -> Router {
     let admission = Admission::new(config.max_queued_requests);
+    let node_routes = super::node_routes(node.clone());
     Router::new()
         .route("/-/health", get(health))
         .route("/-/status", get(status))
@@ -169,6 +172,7 @@ pub fn router(node: NodeHandle, config: ApiConfig) -> Router {
             config,
             admission,
         })
+        .merge(node_routes)
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, with a deadline
@@ -723,6 +727,7 @@ async fn propose(api: &Api, uri: &Uri, command: Command) -> Response {
     let Some(queued) = api.admission.admit() else {
         return overloaded(api);
     };
+    let proposal = crate::metrics::Proposal::start();
     let (reply, answer) = oneshot::channel();
     let request = Request::Propose {
         command,
@@ -730,7 +735,7 @@ async fn propose(api: &Api, uri: &Uri, command: Command) -> Response {
         queued,
     };
     match ask(api, request, answer, Effect::Write).await {
-        Ok(outcome) => write_outcome(api, uri, outcome),
+        Ok(outcome) => write_outcome(api, uri, proposal.finish(outcome)),
         Err(response) => response,
     }
 }
@@ -833,6 +838,10 @@ mod tests {
             engine,
             view: Arc::new(RwLock::new(view)),
             exit,
+            identity: crate::raft::identity::Identity {
+                cluster: crate::raft::identity::ClusterId(7),
+                member: 1,
+            },
         };
         let config = ApiConfig {
             request_timeout: Duration::from_secs(2),

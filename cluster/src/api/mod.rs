@@ -1,6 +1,16 @@
 //! The client APIs of a node. Today: [`http`], the curl-able HTTP API that
-//! `metcdctl`, the tests and the workload harness speak.
+//! `metcdctl`, the tests and the workload harness speak, with two routes
+//! of their own beside it: [`metrics`] (`GET /metrics`, Prometheus' text
+//! format) and [`identity`] (`GET /-/cluster`, which a joining node asks).
 
 pub mod http;
+pub mod identity;
+pub mod metrics;
+
+/// The routes that need only the node handle: `/metrics` and `/-/cluster`,
+/// merged into [`http::router`].
+pub fn node_routes(node: crate::raft::NodeHandle) -> axum::Router {
+    metrics::router(node.clone()).merge(identity::router(node))
+}
 
 pub use http::{ApiConfig, MAX_KEY_BYTES, MAX_VALUE_BYTES, error, router};

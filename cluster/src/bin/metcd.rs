@@ -8,11 +8,13 @@
 //! ```
 //!
 //! A node added with `metcdctl member add` starts with `--join <endpoint of
-//! a member>` instead of `--initial-cluster`: it learns the members from that
-//! endpoint and its state from the leader.
+//! a member>` instead of `--initial-cluster`: it learns the members and the
+//! cluster id from that endpoint and its state from the leader. A node with
+//! an empty data directory and neither flag refuses to start; a node removed
+//! from its cluster exits with status 3 (`REMOVED_EXIT_STATUS`).
 //!
-//! The process exits 0 only when it was interrupted (Ctrl-C) or removed from
-//! the cluster. When the Raft thread fails (a disk error, corruption, a
+//! The process exits 0 only when it was interrupted (Ctrl-C), and 3 when it
+//! was removed from the cluster. When the Raft thread fails (a disk error, corruption, a
 //! panic, caught and reported with its message) it logs why and exits 1, so
 //! that a supervisor restarts it or raises the alarm.
 //!
@@ -28,6 +30,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use cluster::api::http::{DEFAULT_MAX_QUEUED_REQUESTS, serve};
 use cluster::api::{ApiConfig, router};
+use cluster::raft::identity::{REMOVED_EXIT_STATUS, RemovedFromCluster};
 use cluster::raft::{NodeConfig, NodeExit};
 use cluster::{Client, Member, parse_id_list};
 use engines::{EngineKind, EngineOptions};
@@ -53,14 +56,21 @@ struct Args {
     /// Raft peer address (any; a warning if not loopback: no TLS yet).
     #[arg(long, default_value = "127.0.0.1:3380")]
     listen_peer: SocketAddr,
-    /// Peer addresses of the initial cluster: 1=127.0.0.1:13380,2=...
-    /// [default: this node alone].
+    /// Bootstrap a new cluster of these members (peer addresses):
+    /// 1=127.0.0.1:13380,2=... A one-node cluster is asked for explicitly:
+    /// --initial-cluster 1=127.0.0.1:3380. Only read when the data
+    /// directory is empty; needed then unless --join is given.
     #[arg(long)]
     initial_cluster: Option<String>,
     /// Client addresses of the initial cluster: 1=127.0.0.1:13379,2=...
-    /// [default: this node alone].
+    /// [default: this node's --listen-client only].
     #[arg(long)]
     initial_cluster_clients: Option<String>,
+    /// Part of the new cluster's id, with the members' ids and peer
+    /// addresses: give every cluster its own (the same on all its initial
+    /// members), so that two clusters are never taken for one.
+    #[arg(long, default_value = "metcd-cluster")]
+    initial_cluster_token: String,
     /// Join an existing cluster through these client endpoints (comma
     /// separated); add the node first with `metcdctl member add`.
     #[arg(long)]
@@ -111,11 +121,15 @@ fn listen_address(address: SocketAddr, flag: &str) -> SocketAddr {
     address
 }
 
+/// The members of `--initial-cluster`; none without it (a restart reads
+/// them from its data, and an empty data directory is then refused).
 fn initial_members(args: &Args) -> anyhow::Result<Vec<Member>> {
-    let default_peers = format!("{}={}", args.id, args.listen_peer);
+    let Some(initial_cluster) = args.initial_cluster.as_deref() else {
+        return Ok(Vec::new());
+    };
     let default_clients = format!("{}={}", args.id, args.listen_client);
-    let peers = parse_id_list(args.initial_cluster.as_deref().unwrap_or(&default_peers))
-        .map_err(|e| anyhow::anyhow!("--initial-cluster: {e}"))?;
+    let peers =
+        parse_id_list(initial_cluster).map_err(|e| anyhow::anyhow!("--initial-cluster: {e}"))?;
     let clients = parse_id_list(
         args.initial_cluster_clients
             .as_deref()
@@ -171,19 +185,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("data/node-{}", args.id)));
-    let (members, join) = match &args.join {
+    let (members, join, cluster_id) = match &args.join {
         Some(join) => {
             let has_wal = data_dir.join("wal").exists();
-            match members_from(join, args.id).await {
-                Ok(members) => (members, true),
+            let learned = match members_from(join, args.id).await {
+                Ok(members) => cluster::api::identity::cluster_id_from(join)
+                    .await
+                    .map(|id| (members, id))
+                    .map_err(|e| {
+                        anyhow::anyhow!("could not learn the cluster id from {join}: {e}")
+                    }),
+                Err(err) => Err(err),
+            };
+            match learned {
+                Ok((members, id)) => (members, true, Some(id)),
                 Err(err) if has_wal => {
                     tracing::warn!(%err, "could not refresh the members; restarting from the local state");
-                    (Vec::new(), true)
+                    (Vec::new(), true, None)
                 }
                 Err(err) => return Err(err),
             }
         }
-        None => (initial_members(&args)?, false),
+        None => (initial_members(&args)?, false, None),
     };
     let peer_listener = tokio::net::TcpListener::bind(listen_peer)
         .await
@@ -205,9 +228,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         election_ticks: args.election_ticks.max(2),
         members,
         join,
+        cluster_token: args.initial_cluster_token.clone(),
+        cluster_id,
     };
     let node = cluster::raft::start(config, tokio::runtime::Handle::current(), peer_listener)
         .with_context(|| format!("starting node {} in {}", args.id, data_dir.display()))?;
+    let identity = node.identity;
     tracing::info!(
         id = args.id,
         engine = %engine,
@@ -246,7 +272,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tracing::error!(%message, "the raft node failed; exiting with an error");
             bail!("the raft node failed: {message}")
         }
-        Some(NodeExit::Removed) => tracing::info!("removed from the cluster; exiting"),
+        Some(NodeExit::Removed) => {
+            return Err(RemovedFromCluster {
+                member: args.id,
+                cluster: identity.cluster,
+            }
+            .into());
+        }
         None if interrupted => tracing::info!("interrupted; exiting"),
         None => {
             tracing::error!("the raft thread stopped without reporting why; exiting with an error");
@@ -259,6 +291,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
 fn main() -> std::process::ExitCode {
     match start() {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) if err.is::<RemovedFromCluster>() => {
+            eprintln!("metcd: {err:#}");
+            std::process::ExitCode::from(REMOVED_EXIT_STATUS)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             std::process::ExitCode::FAILURE

@@ -9,6 +9,14 @@
 //! (one `AddNode` conf change per initial member, term 1, committed), the
 //! same on every node, as etcd does; a node started with `--join` starts
 //! with an empty log and learns everything from the leader.
+//!
+//! Before any raft state is written, the node's identity is settled
+//! (`identity::establish`): a new cluster's id is derived and stored, a
+//! joiner stores the id it learned, a restart reads it back; an empty data
+//! directory given neither `--initial-cluster` nor `--join` is refused here.
+//! The transport is then started with that identity and the state machine's
+//! list of removed members, and opens a connection (a handshake) to every
+//! known peer at once.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +28,7 @@ use tokio::sync::watch;
 
 use super::Node;
 use super::handle::{NodeConfig, NodeError, NodeExit, NodeHandle, RaftView};
+use super::identity;
 use super::membership::bootstrap_entries;
 use super::pending::Pending;
 use super::snapshot_file::SnapshotDir;
@@ -61,15 +70,32 @@ pub fn start(
         && wal_state.hard_state == HardState::default()
         && wal_state.snapshot.is_none()
         && latest.is_none();
+    if fresh
+        && !config.join
+        && !config.members.is_empty()
+        && !config.members.iter().any(|m| m.id == config.id)
+    {
+        return Err(NodeError::Invalid(format!(
+            "node {} is not in the initial cluster {:?}; add it to --initial-cluster or start it with --join",
+            config.id,
+            config.members.iter().map(|m| m.id).collect::<Vec<_>>()
+        )));
+    }
+    // Before any raft state is written: an empty directory without
+    // --initial-cluster or --join stops here, and the id is on disk before
+    // the bootstrap entries that carry it.
+    let identity = identity::establish(&identity::Claims {
+        data_dir: &config.data_dir,
+        id: config.id,
+        fresh,
+        join: config.join,
+        members: &config.members,
+        token: &config.cluster_token,
+        learned: config.cluster_id,
+        in_state_machine: sm.cluster_id(),
+    })?;
     if fresh && !config.join {
-        if !config.members.iter().any(|m| m.id == config.id) {
-            return Err(NodeError::Invalid(format!(
-                "node {} is not in the initial cluster {:?}; add it to --initial-cluster or start it with --join",
-                config.id,
-                config.members.iter().map(|m| m.id).collect::<Vec<_>>()
-            )));
-        }
-        let entries = bootstrap_entries(&config.members)?;
+        let entries = bootstrap_entries(&config.members, identity.cluster)?;
         let hs = HardState {
             term: 1,
             commit: entries.len() as u64,
@@ -83,6 +109,7 @@ pub fn start(
         wal_state.hard_state = hs;
         tracing::info!(
             id = config.id,
+            cluster = %identity.cluster,
             members = config.members.len(),
             "bootstrapped a new cluster"
         );
@@ -158,8 +185,21 @@ pub fn start(
     let (requests_tx, requests) = std::sync::mpsc::channel();
     let (exit_tx, exit) = watch::channel(None);
     let view = Arc::new(RwLock::new(RaftView::default()));
-    let transport = Transport::new(runtime.clone(), members.clone(), requests_tx.clone());
-    runtime.spawn(transport::serve(peer_listener, requests_tx.clone()));
+    let mut transport = Transport::new(
+        runtime.clone(),
+        members.clone(),
+        requests_tx.clone(),
+        identity,
+    );
+    runtime.spawn(transport::serve(
+        peer_listener,
+        requests_tx.clone(),
+        identity,
+        sm.removed(),
+    ));
+    // Handshake with every known peer now: a member removed while it was
+    // down learns it at once, even a learner, which never campaigns.
+    transport.connect_all();
     let fsyncs = wal.fsync_counter();
     let fsync_micros = wal.fsync_micros();
     let start_request = std::time::SystemTime::now()
@@ -202,6 +242,7 @@ pub fn start(
         .map_err(NodeError::Thread)?;
     Ok(NodeHandle {
         id: config.id,
+        identity,
         requests: requests_tx,
         members,
         engine,

@@ -33,6 +33,7 @@ use raft::prelude::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
+use super::identity::{ClusterId, Identity};
 use super::snapshot_file::SnapshotError;
 use super::wal::WalError;
 use crate::state_machine::{Applied, Command, Member, Members, StateMachineError};
@@ -79,6 +80,10 @@ pub struct NodeConfig {
     /// Join an existing cluster (start with an empty log) instead of
     /// bootstrapping `members` as a new one.
     pub join: bool,
+    /// `--initial-cluster-token`: part of the cluster id at bootstrap.
+    pub cluster_token: String,
+    /// The cluster id learned from the cluster at `--join`, if asked.
+    pub cluster_id: Option<ClusterId>,
 }
 
 /// Why a write was not applied, or why its outcome is not known.
@@ -200,6 +205,8 @@ pub enum NodeExit {
 #[derive(Clone)]
 pub struct NodeHandle {
     pub id: u64,
+    /// This node's cluster and member id (see `identity`).
+    pub identity: Identity,
     pub requests: Sender<Request>,
     pub members: Members,
     pub engine: Arc<dyn Engine>,

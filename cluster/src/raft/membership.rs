@@ -8,6 +8,10 @@
 //! when another change is unapplied, and at apply time it refuses one that
 //! would leave no voter. Either way the client gets a 409 with the reason,
 //! and the membership is unchanged.
+//!
+//! The bootstrap conf changes also carry the cluster id (see `identity`),
+//! so the state machine holds it; a removal is recorded as such by the
+//! state machine, for the transport's handshake.
 
 use protobuf::Message as _;
 use raft::StateRole;
@@ -17,6 +21,7 @@ use tokio::sync::oneshot;
 
 use super::Node;
 use super::handle::{MemberChange, NodeError, WriteError, WriteReply};
+use super::identity::ClusterId;
 use crate::state_machine::{Applied, Member};
 
 /// Context carried in a conf change entry: who proposed it, and the
@@ -28,9 +33,15 @@ struct ChangeContext {
     /// written before that.
     request: u64,
     member: Option<Member>,
+    /// The cluster id, in the bootstrap entries only (see `identity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterId>,
 }
 
-pub(super) fn bootstrap_entries(members: &[Member]) -> Result<Vec<Entry>, NodeError> {
+pub(super) fn bootstrap_entries(
+    members: &[Member],
+    cluster: ClusterId,
+) -> Result<Vec<Entry>, NodeError> {
     let mut entries = Vec::new();
     for (i, member) in members.iter().enumerate() {
         let mut cc = ConfChange::default();
@@ -39,6 +50,7 @@ pub(super) fn bootstrap_entries(members: &[Member]) -> Result<Vec<Entry>, NodeEr
         let context = ChangeContext {
             request: 0,
             member: Some(member.clone()),
+            cluster: Some(cluster),
         };
         cc.set_context(serde_json::to_vec(&context).unwrap_or_default().into());
         let mut entry = Entry::default();
@@ -83,6 +95,21 @@ impl Node {
             {
                 let _ = reply.send(Err(WriteError::Rejected(format!(
                     "member {} already exists; remove it first or promote it",
+                    m.id
+                ))));
+                return;
+            }
+            MemberChange::AddVoter(m) | MemberChange::AddLearner(m)
+                if self
+                    .sm
+                    .removed()
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&m.id) =>
+            {
+                let _ = reply.send(Err(WriteError::Rejected(format!(
+                    "member {} was removed; ids are not reused (a stale node with that id would be \
+                     taken for the new one): add it under a new id",
                     m.id
                 ))));
                 return;
@@ -148,7 +175,11 @@ impl Node {
         let mut cc = ConfChange::default();
         cc.set_change_type(change_type);
         cc.node_id = id;
-        let context = ChangeContext { request, member };
+        let context = ChangeContext {
+            request,
+            member,
+            cluster: None,
+        };
         match serde_json::to_vec(&context) {
             Ok(bytes) => cc.set_context(bytes.into()),
             Err(err) => {
@@ -194,6 +225,9 @@ impl Node {
             }
         };
         let id = cc.node_id;
+        if let Some(cluster) = context.cluster {
+            self.sm.stage_cluster_id(cluster);
+        }
         let member = match cc.get_change_type() {
             ConfChangeType::RemoveNode => None,
             kind => {

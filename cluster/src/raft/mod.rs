@@ -49,6 +49,7 @@
 //! |---|---|
 //! | [`handle`] | how the rest of the process talks to the Raft thread: requests, replies, status |
 //! | [`boot`] | start and recovery: WAL + snapshot file + engine -> raft's state, bootstrap |
+//! | [`identity`] | the cluster id: derived at bootstrap, learned at join, stored, checked |
 //! | [`ready_loop`] | the loop itself: wake, drain requests, tick, handle one `Ready`, apply |
 //! | [`pending`] | clients waiting for their proposals to apply and their reads to be released |
 //! | [`membership`] | proposing and applying membership changes |
@@ -56,7 +57,7 @@
 //! | [`storage`] | the in-memory log raft reads (`raft::Storage`) |
 //! | [`wal`] | the write-ahead log on disk |
 //! | [`snapshot_file`] | snapshot files on disk |
-//! | [`transport`] | raft messages between peers over TCP |
+//! | [`transport`] | raft messages between peers over TCP, after a handshake that names cluster and members |
 //!
 //! A PUT enters in `api::http`, becomes a [`Request::Propose`] (handle), is
 //! proposed in `pending`, made durable and applied in `ready_loop`, written
@@ -64,6 +65,7 @@
 
 pub mod boot;
 pub mod handle;
+pub mod identity;
 mod membership;
 mod pending;
 mod ready_loop;

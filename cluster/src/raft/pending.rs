@@ -255,6 +255,7 @@ impl Node {
         }
         let context = self.pending.new_context();
         self.pending.read_index_rounds += 1;
+        crate::metrics::READ_INDEX_BATCHES.inc();
         self.raw.read_index(context.to_le_bytes().to_vec());
         self.pending.round = Some(ReadRound {
             context,
@@ -383,7 +384,8 @@ mod tests {
         )
         .unwrap();
         let sm = StateMachine::open(engine, table.clone()).unwrap();
-        let entries = bootstrap_entries(&members).unwrap();
+        let cluster = crate::raft::identity::ClusterId(7);
+        let entries = bootstrap_entries(&members, cluster).unwrap();
         let storage = RaftStorage::new();
         {
             let mut log = storage.log.wl();
@@ -404,7 +406,12 @@ mod tests {
         };
         let raw = RawNode::new(&config, storage.clone(), &crate::logger::raft_logger(1)).unwrap();
         let (requests_tx, requests) = std::sync::mpsc::channel();
-        let transport = Transport::new(runtime.handle().clone(), table.clone(), requests_tx);
+        let transport = Transport::new(
+            runtime.handle().clone(),
+            table.clone(),
+            requests_tx,
+            crate::raft::identity::Identity { cluster, member: 1 },
+        );
         let node = Node {
             id: 1,
             raw,

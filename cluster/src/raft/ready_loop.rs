@@ -121,7 +121,7 @@ impl Node {
                 self.snapshot_now()?;
             }
             self.publish_view();
-            if self.removed {
+            if self.removed || self.transport.told_removed() {
                 tracing::warn!(
                     id = self.id,
                     "this node was removed from the cluster; shutting down"
@@ -298,6 +298,11 @@ impl Node {
     // ANCHOR_END: apply
 
     pub(super) fn publish_view(&self) {
+        crate::metrics::observe_raft(
+            self.raw.raft.leader_id,
+            self.raw.raft.raft_log.committed,
+            self.sm.applied_index(),
+        );
         let view = RaftView {
             leader: self.raw.raft.leader_id,
             is_leader: self.raw.raft.state == StateRole::Leader,

@@ -75,6 +75,7 @@ impl Node {
         let released = self
             .wal
             .release_up_to(applied.saturating_sub(self.keep_entries))?;
+        crate::metrics::snapshot_taken(snapshot.get_data().len(), started.elapsed());
         tracing::info!(
             index = applied,
             bytes = snapshot.get_data().len(),

@@ -530,6 +530,7 @@ impl Wal {
             .0
             .fdatasync()
             .map_err(io("fdatasync of the WAL"))?;
+        crate::metrics::WAL_FSYNC.observe(started.elapsed());
         self.fsync_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.fsyncs.fetch_add(1, Ordering::Relaxed);

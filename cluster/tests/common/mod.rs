@@ -341,3 +341,93 @@ impl Drop for Paused<'_> {
         }
     }
 }
+impl Cluster {
+    /// Starts (or restarts) the node at `index` with its usual flags but
+    /// `flags` in place of `--initial-cluster`/`--join`: for tests of what
+    /// a node does when started the wrong way. Its log lines (stdout) and
+    /// errors (stderr) both go to its log file.
+    pub fn spawn_with(&mut self, index: usize, flags: &[String]) {
+        let node = &self.nodes[index];
+        std::fs::create_dir_all(&node.dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.dir.with_extension("log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_metcd"))
+            .arg("--id")
+            .arg(node.id.to_string())
+            .arg("--engine")
+            .arg(&self.engine)
+            .arg("--data-dir")
+            .arg(&node.dir)
+            .arg("--listen-client")
+            .arg(&node.client)
+            .arg("--listen-peer")
+            .arg(&node.peer)
+            .args(&self.extra)
+            .args(flags)
+            .env("RUST_LOG", "info,raft=warn")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.nodes[index].child = Some(child);
+    }
+
+    /// Waits up to `attempts` × 100 ms for node `id`'s process to exit and
+    /// returns its status (the node is then marked stopped); `None` if it
+    /// is still running.
+    pub async fn wait_exit(
+        &mut self,
+        id: u64,
+        attempts: usize,
+    ) -> Option<std::process::ExitStatus> {
+        let index = self.index(id);
+        for _ in 0..attempts {
+            let status = self.nodes[index]
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = status {
+                self.nodes[index].child = None;
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
+    /// `GET path` on node `id`'s client address: status and body as text.
+    pub async fn get_text(&self, id: u64, path: &str) -> Option<(u16, String)> {
+        let response = self
+            .probe_of(id)
+            .request_to(
+                &self.node(id).client,
+                hyper::Method::GET,
+                path,
+                bytes::Bytes::new(),
+            )
+            .await
+            .ok()?;
+        Some((
+            response.status.as_u16(),
+            String::from_utf8_lossy(&response.body).into_owned(),
+        ))
+    }
+
+    /// The value of `series` (`name` or `name{labels}` exactly as written)
+    /// in node `id`'s `/metrics`; `None` if absent or the node is down.
+    pub async fn metric(&self, id: u64, series: &str) -> Option<f64> {
+        let (_, text) = self.get_text(id, "/metrics").await?;
+        metric_value(&text, series)
+    }
+}
+
+/// The value of `series` in a Prometheus text exposition.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.rsplit_once(' ').filter(|(s, _)| *s == series))
+        .and_then(|(_, v)| v.parse().ok())
+}
