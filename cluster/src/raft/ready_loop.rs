@@ -43,9 +43,7 @@ impl Node {
                 self.housekeeping();
             }
             self.on_ready()?;
-            if self.storage.take_snapshot_request() {
-                self.snapshot_now()?;
-            }
+            self.poll_snapshots()?;
             self.publish_view();
             if self.removed {
                 tracing::warn!(

@@ -14,12 +14,16 @@
 //! shared member table each time, so a member whose address was learned
 //! from a membership change is reached without a restart.
 //!
-//! Snapshot messages are reported back to raft (`report_snapshot`) as
-//! finished once written to the socket, or failed if they could not be,
-//! so the leader retries instead of waiting forever.
+//! Snapshot messages do not go through the queue: each starts a
+//! `super::snapshot_stream` on its own connection, which streams the
+//! snapshot file and reports the outcome to raft (`report_snapshot`), so a
+//! snapshot of any size neither blocks the appends behind it nor has to
+//! fit in a frame.
 //!
-//! Inbound, one task per accepted connection decodes frames and hands each
-//! message to the Raft thread.
+//! Inbound, one task per accepted connection reads the preamble: a peer
+//! connection's frames are decoded and each message handed to the Raft
+//! thread; a snapshot stream's preamble hands the connection to
+//! `snapshot_stream::receive`.
 
 use std::collections::HashMap;
 use std::sync::mpsc::Sender;
@@ -32,13 +36,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::handle::Request;
+use super::snapshot_stream;
 use crate::state_machine::Members;
 
 /// Messages queued per peer before further ones are dropped.
 const PEER_QUEUE: usize = 1024;
-/// Frames above this are refused (a snapshot of a large store is the
-/// biggest message).
-const MAX_FRAME: u32 = 1 << 30;
+/// Frames above this are refused. Appends are capped by raft's
+/// `max_size_per_msg` (plus one entry); snapshots never travel as frames.
+const MAX_FRAME: u32 = 64 << 20;
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// First bytes of every peer connection: protocol name and version.
 pub const PREAMBLE: &[u8; 8] = b"METCDRP1";
@@ -53,22 +58,41 @@ pub struct Transport {
     node: Sender<Request>,
     peers: HashMap<u64, mpsc::Sender<Message>>,
     dropped: u64,
+    /// Where the snapshot files that snapshot messages refer to live.
+    snapshots: std::path::PathBuf,
 }
 
 impl Transport {
-    pub fn new(runtime: tokio::runtime::Handle, members: Members, node: Sender<Request>) -> Self {
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        members: Members,
+        node: Sender<Request>,
+        snapshots: std::path::PathBuf,
+    ) -> Self {
         Transport {
             runtime,
             members,
             node,
             peers: HashMap::new(),
             dropped: 0,
+            snapshots,
         }
     }
 
-    /// Queues `message` for its peer without ever blocking.
+    /// Queues `message` for its peer without ever blocking; a snapshot
+    /// message starts a snapshot stream instead.
     pub fn send(&mut self, message: Message) {
         let to = message.to;
+        if message.get_msg_type() == MessageType::MsgSnapshot {
+            self.runtime.spawn(snapshot_stream::send(
+                to,
+                self.members.clone(),
+                message,
+                self.snapshots.clone(),
+                self.node.clone(),
+            ));
+            return;
+        }
         let queue = self.peers.entry(to).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
             self.runtime
@@ -172,20 +196,26 @@ async fn peer_task(
     }
 }
 
-/// Accepts peer connections and feeds their messages to the Raft thread.
-pub async fn serve(listener: TcpListener, node: Sender<Request>) {
+/// Accepts peer connections and feeds their messages to the Raft thread;
+/// snapshot streams store their file in `incoming` first.
+pub async fn serve(listener: TcpListener, node: Sender<Request>, incoming: std::path::PathBuf) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(MIN_BACKOFF).await;
             continue;
         };
         let node = node.clone();
+        let incoming = incoming.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let mut stream = tokio::io::BufReader::new(stream);
             let mut preamble = [0u8; 8];
             match tokio::time::timeout(PREAMBLE_TIMEOUT, stream.read_exact(&mut preamble)).await {
                 Ok(Ok(_)) if &preamble == PREAMBLE => {}
+                Ok(Ok(_)) if &preamble == snapshot_stream::PREAMBLE => {
+                    snapshot_stream::receive(stream, incoming, node).await;
+                    return;
+                }
                 _ => {
                     tracing::warn!(
                         "a connection to the peer port did not start with the metcd peer preamble \
@@ -216,6 +246,10 @@ pub async fn serve(listener: TcpListener, node: Sender<Request>) {
                     _ => return,
                 }
                 match Message::parse_from_bytes(&body) {
+                    Ok(message) if message.get_msg_type() == MessageType::MsgSnapshot => {
+                        // Its data would have to come from a snapshot stream.
+                        tracing::warn!("peer sent a snapshot as a frame; ignored");
+                    }
                     Ok(message) => {
                         if node.send(Request::Raft(message)).is_err() {
                             return;
