@@ -14,10 +14,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use raft::RawNode;
 use raft::prelude::{Entry, HardState};
+use raft::{RawNode, Storage};
 use tokio::sync::watch;
 
+use super::Node;
 use super::handle::{NodeConfig, NodeError, NodeExit, NodeHandle, RaftView};
 use super::membership::bootstrap_entries;
 use super::pending::Pending;
@@ -25,9 +26,7 @@ use super::snapshot_file::SnapshotDir;
 use super::storage::RaftStorage;
 use super::transport::{self, Transport};
 use super::wal::{Wal, WalRecord};
-use super::Node;
 use crate::state_machine::{Members, StateMachine};
-
 
 /// Opens the node's storage, rebuilds raft's state and starts the Raft
 /// thread. The peer listener must already be bound; it is served on

@@ -7,10 +7,9 @@ use raft::prelude::{ConfChange, ConfChangeType, ConfState, Entry, EntryType};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::handle::{MemberChange, NodeError, WriteError, WriteReply};
 use super::Node;
+use super::handle::{MemberChange, NodeError, WriteError, WriteReply};
 use crate::state_machine::Member;
-
 
 /// Context carried in a conf change entry: who asked, and the member's
 /// addresses, so every node learns them when it applies the change.
@@ -49,7 +48,11 @@ impl Node {
     // ANCHOR: conf_change
     /// Proposes one membership change, after checking it makes sense
     /// against the applied membership. Raft allows one change in flight.
-    pub(super) fn change_membership(&mut self, change: MemberChange, reply: oneshot::Sender<WriteReply>) {
+    pub(super) fn change_membership(
+        &mut self,
+        change: MemberChange,
+        reply: oneshot::Sender<WriteReply>,
+    ) {
         if self.raw.raft.state != StateRole::Leader {
             let _ = reply.send(Err(self.not_leader()));
             return;

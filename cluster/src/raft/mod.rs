@@ -65,14 +65,13 @@
 //! proposed in `pending`, made durable and applied in `ready_loop`, written
 //! to the engine by `crate::state_machine`, and answered from `pending`.
 
-
 pub mod boot;
 pub mod handle;
 mod membership;
 mod pending;
 mod ready_loop;
-mod snapshot_policy;
 pub mod snapshot_file;
+mod snapshot_policy;
 pub mod snapshot_stream;
 pub mod storage;
 pub mod transport;

@@ -8,10 +8,9 @@ use raft::ReadState;
 use raft::StateRole;
 use tokio::sync::oneshot;
 
-use super::handle::{WriteError, WriteReply};
 use super::Node;
+use super::handle::{WriteError, WriteReply};
 use crate::state_machine::Command;
-
 
 /// A client waiting for an answer from the Raft thread.
 pub(super) struct Waiter<T> {
@@ -24,7 +23,6 @@ const FORGET_AFTER: Duration = Duration::from_secs(30);
 /// A read index not answered in this time is asked again (a new leader drops
 /// read requests until it has committed an entry in its term).
 const READ_RETRY: Duration = Duration::from_millis(500);
-
 
 /// The waiting clients, by the request id their proposal or read carries.
 pub(super) struct Pending {
@@ -148,16 +146,19 @@ impl Node {
     }
     // ANCHOR_END: read_index
 
-
     /// Once a tick: forget waiters whose clients gave up, and ask again for
     /// read indexes that were not answered (a new leader drops them).
     pub(super) fn housekeeping(&mut self) {
         let now = Instant::now();
-        self.pending.writes
+        self.pending
+            .writes
             .retain(|_, w| now.duration_since(w.since) < FORGET_AFTER && !w.reply.is_closed());
-        self.pending.reads
+        self.pending
+            .reads
             .retain(|_, w| now.duration_since(w.since) < FORGET_AFTER && !w.reply.is_closed());
-        self.pending.ready_reads.retain(|(_, reply)| !reply.is_closed());
+        self.pending
+            .ready_reads
+            .retain(|(_, reply)| !reply.is_closed());
         if self.raw.raft.leader_id != 0 {
             let retry: Vec<u64> = self
                 .pending
@@ -171,7 +172,6 @@ impl Node {
             }
         }
     }
-
 
     /// A leader that steps down cannot tell its waiting clients whether
     /// their writes will commit (a new leader may still commit them), so it

@@ -14,9 +14,9 @@ use std::time::Instant;
 use raft::prelude::{Entry, EntryType, Message};
 use raft::{SnapshotStatus, StateRole, Storage};
 
+use super::Node;
 use super::handle::{NodeError, NodeStatus, RaftView, Request, WriteReply};
 use super::wal::WalRecord;
-use super::Node;
 use crate::state_machine::{Applied, Command};
 
 impl Node {

@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use raft::Storage;
 use raft::prelude::{Snapshot, SnapshotMetadata};
 
 use super::Node;

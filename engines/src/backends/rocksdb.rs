@@ -4,10 +4,11 @@
 //! A write goes to the write-ahead log and the memtable; full memtables are
 //! flushed to sorted SSTable files in level 0, and background compaction
 //! merges them down the levels. A read checks the memtables, then each level
-//! newest first; a bloom filter per table (10 bits per key, about 1% false
-//! positives) lets a point read skip tables that cannot hold the key. Tables
-//! are compressed with LZ4, the same codec fjall uses by default, so the two
-//! LSM engines are compared on equal terms.
+//! newest first; a bloom filter per table (10 bits per key: about 1% of the
+//! lookups for absent keys get a false "maybe") lets a point read skip tables
+//! that cannot hold the key. Data blocks are compressed with LZ4 on every
+//! level; our fjall engine is configured the same way (fjall's defaults are
+//! not), so the two LSM engines are compared on equal terms.
 //!
 //! Durability: a write with `sync: true` uses rocksdb's `WriteOptions` with
 //! `sync = true`: the WAL record is written and `fdatasync`ed before the call
