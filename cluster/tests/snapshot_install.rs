@@ -47,10 +47,16 @@ async fn lagging_follower() -> (Cluster, u64) {
 }
 
 async fn wait_for_pause(cluster: &Cluster, id: u64, nth: usize) {
-    eventually("the install to reach its test pause", 300, || async {
-        (cluster.log(id).matches(PAUSE_LINE).count() >= nth).then_some(())
-    })
-    .await;
+    for _ in 0..300 {
+        if cluster.log(id).matches(PAUSE_LINE).count() >= nth {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "node {id}'s install never reached its test pause\n{}",
+        cluster.log(id)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +86,7 @@ async fn a_node_killed_during_a_snapshot_install_restarts_with_the_full_state() 
     cluster.kill(lagging);
     // Restart without the hook: the node must find its install unfinished
     // and redo it from the snapshot file, not trust what the engine holds.
-    cluster.restart(lagging);
+    cluster.restart_with_env(lagging, &[]);
     let leader = cluster.wait_leader().await;
     let leader_status = cluster.status(leader).await.unwrap();
     let status = eventually("the restarted node to apply the leader's log", 200, || async {

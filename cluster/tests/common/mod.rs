@@ -316,7 +316,8 @@ impl Cluster {
         cluster
     }
 
-    /// [`Cluster::spawn`], with `env` set in the node's process.
+    /// [`Cluster::spawn`], with `env` set in the node's process, and its
+    /// standard output (where metcd's log goes) in the log file too.
     pub fn spawn_with_env(&mut self, index: usize, env: &[(&str, &str)]) {
         let initial_peers: Vec<String> = self
             .nodes
@@ -358,7 +359,7 @@ impl Cluster {
             .args(&self.extra)
             .env("RUST_LOG", "info,raft=warn")
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
+            .stdout(log.try_clone().unwrap())
             .stderr(log);
         if node.joined {
             command.arg("--join").arg(join_endpoints.join(","));
