@@ -883,10 +883,7 @@ mod tests {
 
     #[test]
     fn reads_through_the_gate_wait_for_an_install() {
-        let (_, data) = exported(5000);
-        let mut sm = StateMachine::open(memory(), Members::default()).unwrap();
-        sm.stage_command(1, 1, &put(1, "key00001", "old")).unwrap();
-        sm.commit().unwrap();
+        let (mut sm, data) = exported(5000);
         let reader = sm.reader();
         let stop = Arc::new(AtomicBool::new(false));
         let reads = {
@@ -894,16 +891,19 @@ mod tests {
             std::thread::spawn(move || {
                 let mut seen = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    // key00001 exists before and after: never missing.
-                    let record = StateMachine::get(reader.as_ref(), b"key00001").unwrap();
+                    // The last key exists before and after the install, but
+                    // not in between (cleared, rewritten last).
+                    let record = StateMachine::get(reader.as_ref(), b"key05000").unwrap();
                     assert!(record.is_some(), "a read saw the engine half-installed");
                     seen += 1;
                 }
                 seen
             })
         };
-        std::thread::sleep(Duration::from_millis(20));
-        sm.install(5000, 1, &mut data.as_slice()).unwrap();
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(5));
+            sm.install(5000, 1, &mut data.as_slice()).unwrap();
+        }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(reads.join().unwrap() > 0);
     }
