@@ -196,7 +196,10 @@ fn merge_page(
             merged.push(((*gone).clone(), (*original).clone()));
             deleted.next();
         }
-        if deleted.peek().is_some_and(|(k, _)| k.as_slice() == key.as_slice()) {
+        if deleted
+            .peek()
+            .is_some_and(|(k, _)| k.as_slice() == key.as_slice())
+        {
             deleted.next();
         }
         match state.originals.get(&key) {
@@ -300,7 +303,10 @@ mod tests {
             .read_all()
             .unwrap();
         assert_eq!(got.len(), expected.len());
-        assert!(got == expected, "{kind}: the export is not the state at its start");
+        assert!(
+            got == expected,
+            "{kind}: the export is not the state at its start"
+        );
     }
 
     proptest! {

@@ -23,7 +23,9 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use engines::{Engine, EngineError, EngineKind, EngineStatus, KeyRange, Pair, WriteBatch, WriteOptions};
+use engines::{
+    Engine, EngineError, EngineKind, EngineStatus, KeyRange, Pair, WriteBatch, WriteOptions,
+};
 
 #[derive(Default)]
 struct GateState {
@@ -93,10 +95,7 @@ impl InstallGate {
         let mut state = self.lock();
         state.installing = true;
         while state.readers > 0 {
-            state = self
-                .changed
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
         }
         InstallGuard { gate: self }
     }
@@ -203,7 +202,10 @@ mod tests {
         };
         std::thread::sleep(Duration::from_millis(50));
         drop(install);
-        assert!(waiter.join().unwrap(), "a read waiting for the install gets in after it");
+        assert!(
+            waiter.join().unwrap(),
+            "a read waiting for the install gets in after it"
+        );
     }
 
     #[test]

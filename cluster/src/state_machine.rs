@@ -341,9 +341,8 @@ impl StateMachine {
     pub fn interrupted_install(&self) -> Result<Option<(u64, u64)>, StateMachineError> {
         match self.engine.get(INSTALLING_KEY)? {
             Some(v) if v.len() == 16 => {
-                let word = |at: usize| {
-                    u64::from_be_bytes(v[at..at + 8].try_into().unwrap_or_default())
-                };
+                let word =
+                    |at: usize| u64::from_be_bytes(v[at..at + 8].try_into().unwrap_or_default());
                 Ok(Some((word(0), word(8))))
             }
             Some(_) => Err(StateMachineError::Metadata {
@@ -601,7 +600,8 @@ impl StateMachine {
         self.overlay.end();
         let mut marker = index.to_be_bytes().to_vec();
         marker.extend_from_slice(&term.to_be_bytes());
-        self.engine.put(INSTALLING_KEY, &marker, WriteOptions::SYNC)?;
+        self.engine
+            .put(INSTALLING_KEY, &marker, WriteOptions::SYNC)?;
         self.clear_all_but_marker()?;
         let pairs = self.stream_in(data)?;
         self.reload()?;
@@ -670,7 +670,10 @@ impl StateMachine {
                     .write_batch(std::mem::take(&mut batch), WriteOptions::BUFFERED)?;
                 if let Some(pause) = test_only_install_pause().filter(|_| !paused) {
                     paused = true;
-                    tracing::warn!(?pause, "test-only pause in the middle of a snapshot install");
+                    tracing::warn!(
+                        ?pause,
+                        "test-only pause in the middle of a snapshot install"
+                    );
                     std::thread::sleep(pause);
                 }
             }
@@ -787,9 +790,7 @@ mod tests {
         sm.commit().unwrap();
         let start = sm.begin_export().unwrap();
         let mut data = Vec::new();
-        start
-            .write_to(&mut data, &AtomicBool::new(false))
-            .unwrap();
+        start.write_to(&mut data, &AtomicBool::new(false)).unwrap();
         sm.end_export();
         let other_members = Members::default();
         let mut other = StateMachine::open(memory(), other_members.clone()).unwrap();
@@ -817,9 +818,7 @@ mod tests {
         sm.commit().unwrap();
         let start = sm.begin_export().unwrap();
         let mut data = Vec::new();
-        start
-            .write_to(&mut data, &AtomicBool::new(false))
-            .unwrap();
+        start.write_to(&mut data, &AtomicBool::new(false)).unwrap();
         sm.end_export();
         (sm, data)
     }
@@ -834,16 +833,18 @@ mod tests {
         sm.stage_command(3, 1, &put(3, "b", "new")).unwrap();
         sm.commit().unwrap();
         let mut data = Vec::new();
-        start
-            .write_to(&mut data, &AtomicBool::new(false))
-            .unwrap();
+        start.write_to(&mut data, &AtomicBool::new(false)).unwrap();
         sm.end_export();
         let mut other = StateMachine::open(memory(), Members::default()).unwrap();
         other.install(1, 1, &mut data.as_slice()).unwrap();
         assert_eq!(other.applied_index(), 1);
         let a = StateMachine::get(other.engine().as_ref(), b"a").unwrap();
         assert_eq!(a.unwrap().value, b"old");
-        assert!(StateMachine::get(other.engine().as_ref(), b"b").unwrap().is_none());
+        assert!(
+            StateMachine::get(other.engine().as_ref(), b"b")
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -857,8 +858,16 @@ mod tests {
         assert_eq!(sm.applied_index(), 3000);
         assert_eq!(sm.revision(), 3000);
         assert!(sm.interrupted_install().unwrap().is_none());
-        assert!(StateMachine::get(engine.as_ref(), b"stale").unwrap().is_none());
-        assert!(StateMachine::get(engine.as_ref(), b"key03000").unwrap().is_some());
+        assert!(
+            StateMachine::get(engine.as_ref(), b"stale")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            StateMachine::get(engine.as_ref(), b"key03000")
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]

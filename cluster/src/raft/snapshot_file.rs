@@ -284,13 +284,10 @@ impl SnapshotWriter {
         self.raw_write(&length).map_err(io(context.clone()))?;
         let crc = self.crc.clone().finalize().to_le_bytes();
         self.file.write_all(&crc).map_err(io(context.clone()))?;
-        let file = self
-            .file
-            .into_inner()
-            .map_err(|e| SnapshotError::Io {
-                context: context.clone(),
-                source: e.into_error(),
-            })?;
+        let file = self.file.into_inner().map_err(|e| SnapshotError::Io {
+            context: context.clone(),
+            source: e.into_error(),
+        })?;
         file.sync_all().map_err(io(context))?;
         Ok(WrittenSnapshot {
             temporary: self.temporary,
@@ -399,7 +396,9 @@ impl SnapshotInfo {
                 .and_then(|t| t.try_into().ok())
                 .ok_or_else(|| corrupt("trailer is missing"))?;
             if u64::from_le_bytes(trailer) != data_bytes {
-                return Err(corrupt("trailer's data length does not match the file size"));
+                return Err(corrupt(
+                    "trailer's data length does not match the file size",
+                ));
             }
         }
         let metadata = SnapshotMetadata::parse_from_bytes(&meta)

@@ -118,9 +118,9 @@ async fn send_file(
     // Opened first: a newer snapshot may remove the file meanwhile, and
     // the open handle keeps it readable.
     let path = dir.join(file_name(meta.index, meta.term));
-    let mut file = tokio::fs::File::open(&path).await.map_err(|e| {
-        StreamError::Invalid(format!("opening {}: {e}", path.display()))
-    })?;
+    let mut file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| StreamError::Invalid(format!("opening {}: {e}", path.display())))?;
     let address = members
         .read()
         .unwrap_or_else(|p| p.into_inner())
@@ -140,7 +140,12 @@ async fn send_file(
     timed("sending the header", IO_TIMEOUT, stream.write_all(&head)).await?;
     let mut chunk = vec![0u8; CHUNK];
     loop {
-        let n = timed("reading the snapshot file", IO_TIMEOUT, read_full(&mut file, &mut chunk)).await?;
+        let n = timed(
+            "reading the snapshot file",
+            IO_TIMEOUT,
+            read_full(&mut file, &mut chunk),
+        )
+        .await?;
         timed(
             "sending a chunk",
             IO_TIMEOUT,
@@ -170,7 +175,10 @@ async fn send_file(
 // ANCHOR_END: snapshot_send
 
 /// Fills `buffer` as far as the input allows; 0 only at its end.
-async fn read_full(input: &mut (impl AsyncRead + Unpin), buffer: &mut [u8]) -> std::io::Result<usize> {
+async fn read_full(
+    input: &mut (impl AsyncRead + Unpin),
+    buffer: &mut [u8],
+) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buffer.len() {
         let n = input.read(&mut buffer[filled..]).await?;
@@ -210,7 +218,12 @@ pub async fn receive(mut stream: BufReader<TcpStream>, incoming: PathBuf, node: 
             0
         }
     };
-    let _ = timed("acknowledging", IO_TIMEOUT, stream.get_mut().write_all(&[ack])).await;
+    let _ = timed(
+        "acknowledging",
+        IO_TIMEOUT,
+        stream.get_mut().write_all(&[ack]),
+    )
+    .await;
 }
 
 async fn receive_file(
@@ -225,10 +238,17 @@ async fn receive_file(
         )));
     }
     let mut body = vec![0u8; length as usize];
-    timed("reading the header", IO_TIMEOUT, stream.read_exact(&mut body)).await?;
+    timed(
+        "reading the header",
+        IO_TIMEOUT,
+        stream.read_exact(&mut body),
+    )
+    .await?;
     let crc = timed("reading the header", IO_TIMEOUT, stream.read_u32_le()).await?;
     if crc32fast::hash(&body) != crc {
-        return Err(StreamError::Invalid("the header's checksum does not match".into()));
+        return Err(StreamError::Invalid(
+            "the header's checksum does not match".into(),
+        ));
     }
     let message = Message::parse_from_bytes(&body)
         .map_err(|e| StreamError::Invalid(format!("the header is not a raft message: {e}")))?;
@@ -254,7 +274,9 @@ async fn receive_file(
         timed("reading a chunk", IO_TIMEOUT, stream.read_exact(&mut chunk)).await?;
         let crc = timed("reading a chunk", IO_TIMEOUT, stream.read_u32_le()).await?;
         if crc32fast::hash(&chunk) != crc {
-            return Err(StreamError::Invalid("a chunk's checksum does not match".into()));
+            return Err(StreamError::Invalid(
+                "a chunk's checksum does not match".into(),
+            ));
         }
         file.write_all(&chunk).await?;
     }
@@ -373,7 +395,9 @@ mod tests {
             leader.as_slice(),
             [Request::SnapshotReport { to: 2, ok: true }]
         ));
-        assert!(matches!(follower.as_slice(), [Request::Raft(m)] if m.get_msg_type() == MessageType::MsgSnapshot));
+        assert!(
+            matches!(follower.as_slice(), [Request::Raft(m)] if m.get_msg_type() == MessageType::MsgSnapshot)
+        );
     }
 
     #[tokio::test]
