@@ -323,7 +323,9 @@ impl StateMachine {
                 crate::api::http::ApiConfig::default().request_timeout,
             )),
         };
+        // Test-only hooks are read once, here, at start.
         let _ = test_only_install_pause();
+        let _ = consistent_export::test_only_page_delay();
         sm.reload()?;
         Ok(sm)
     }
