@@ -11,6 +11,11 @@
 //! | log            | [`raft::wal`], [`raft::snapshot_file`] | the durable Raft log (our own WAL) and snapshot files |
 //! | state machine  | [`state_machine`] | committed entries applied to the engine, exactly once      |
 //!
+//! The state machine's snapshots use two helpers of their own:
+//! [`consistent_export`] (the state at one index, exported while applying
+//! goes on) and [`install_gate`] (client reads never see a snapshot half
+//! installed).
+//!
 //! plus the peer [`raft::transport`] (raft messages over TCP), the log view
 //! raft reads ([`raft::storage`]), and the [`client`] used by `metcdctl`,
 //! the tests and the workload harness. [`raft`]'s module essay lists its
@@ -45,8 +50,9 @@
 //! engines are written without fsync: after a crash a node finds the
 //! applied index in its engine (stored atomically with the data), replays
 //! its WAL from there, and catches up the rest from the leader. Every
-//! `--snapshot-every` entries the engine is exported to a snapshot file,
-//! the engine is synced, and the WAL before the snapshot is deleted.
+//! `--snapshot-every` entries the engine is exported to a snapshot file by a
+//! background thread (from a copy-on-write view, [`consistent_export`]),
+//! then the engine is synced and the WAL before the snapshot is deleted.
 //!
 //! ## Failure
 //!
@@ -59,6 +65,8 @@
 
 pub mod api;
 pub mod client;
+pub mod consistent_export;
+pub mod install_gate;
 mod logger;
 pub mod metrics;
 pub mod mvcc;

@@ -48,8 +48,11 @@
 //! [`crate::export`]; `import` replaces the whole key space with such a
 //! stream. Raft snapshots and backups are built on the pair. The default
 //! implementations page through the engine with `scan`, so an export is a
-//! consistent snapshot only when no writes run concurrently; the replicated
-//! state machine exports from its apply thread, where that holds.
+//! consistent snapshot only when no writes run concurrently. (metcd's
+//! replicated state machine exports while it keeps applying, so it does not
+//! use them: it scans through a copy-on-write overlay of its own, and it
+//! installs a snapshot in bounded batches, so neither side holds a whole
+//! snapshot in memory; see the `cluster` crate's `consistent_export`.)
 
 use std::io::{Read, Write};
 use std::ops::Bound;

@@ -64,7 +64,7 @@ pub fn start(
             .map(|m| (m.id, m.clone()))
             .collect::<BTreeMap<_, _>>(),
     ));
-    let mut sm = StateMachine::open(Arc::clone(&engine), members.clone())?;
+    let mut sm = StateMachine::open(engine, members.clone())?;
 
     let fresh = wal_state.entries.is_empty()
         && wal_state.hard_state == HardState::default()
@@ -117,19 +117,34 @@ pub fn start(
 
     let storage = RaftStorage::new();
     let mut snapshot_index = 0;
-    if let Some(snapshot) = latest {
-        snapshot_index = snapshot.get_metadata().index;
-        if sm.applied_index() < snapshot_index {
+    // ANCHOR: boot_snapshot
+    // A crash in the middle of an install leaves the marker: the engine is
+    // neither the old state nor the snapshot's, whatever `m/applied` says.
+    let interrupted = sm.interrupted_install()?;
+    if let Some((index, term)) = interrupted
+        && latest.as_ref().is_none_or(|s| s.metadata.index < index)
+    {
+        return Err(NodeError::Invalid(format!(
+            "the engine was interrupted installing the snapshot at index {index} term {term}, \
+             but the snapshot directory does not hold it"
+        )));
+    }
+    if let Some(info) = latest {
+        snapshot_index = info.metadata.index;
+        if interrupted.is_some() || sm.applied_index() < snapshot_index {
             tracing::info!(
                 snapshot_index,
                 applied = sm.applied_index(),
+                interrupted_install = interrupted.is_some(),
                 "restoring the state machine from the snapshot file"
             );
-            sm.import(snapshot.get_data())?;
+            sm.install(snapshot_index, info.metadata.term, &mut info.data()?)?;
         }
+        let snapshot = info.snapshot();
         storage.log.wl().apply_snapshot(snapshot.clone())?;
         storage.set_snapshot(snapshot);
     }
+    // ANCHOR_END: boot_snapshot
     let entries: Vec<Entry> = wal_state
         .entries
         .into_iter()
@@ -190,16 +205,20 @@ pub fn start(
         members.clone(),
         requests_tx.clone(),
         identity,
+        snapshots.path().to_path_buf(),
     );
     runtime.spawn(transport::serve(
         peer_listener,
         requests_tx.clone(),
         identity,
         sm.removed(),
+        snapshots.incoming(),
     ));
     // Handshake with every known peer now: a member removed while it was
     // down learns it at once, even a learner, which never campaigns.
     transport.connect_all();
+    // Client reads pass the install gate.
+    let reader = sm.reader();
     let fsyncs = wal.fsync_counter();
     let fsync_micros = wal.fsync_micros();
     let start_request = std::time::SystemTime::now()
@@ -224,6 +243,7 @@ pub fn start(
         applied_writes: 0,
         tick: config.tick,
         removed: false,
+        snapshot_build: None,
         sm,
     };
     std::thread::Builder::new()
@@ -245,7 +265,7 @@ pub fn start(
         identity,
         requests: requests_tx,
         members,
-        engine,
+        engine: reader,
         view,
         exit,
     })

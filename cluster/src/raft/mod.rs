@@ -15,10 +15,11 @@
 //!
 //! 1. `ready.messages()`: on the leader, appends to followers may go out at
 //!    once, before the leader's own fsync (Raft thesis §10.2.1).
-//! 2. A snapshot from the leader is written to its file and marked in the WAL.
+//! 2. A snapshot from the leader (its file already streamed in, see
+//!    [`snapshot_stream`]) is moved into place and marked in the WAL.
 //! 3. New entries and the hard state are appended to the WAL and fsynced.
 //! 4. The in-memory log (`RaftStorage`) takes the snapshot and the entries;
-//!    the state machine imports the snapshot.
+//!    the state machine installs the snapshot from its file.
 //! 5. `ready.persisted_messages()` (votes, append responses: promises about
 //!    what is on disk) go out only now, after the fsync.
 //! 6. Read states are matched to waiting linearizable reads.
@@ -28,8 +29,9 @@
 //!    committed entries, then `advance_apply`.
 //!
 //! Finally reads whose read index is now applied are released, and a
-//! snapshot is taken if `--snapshot-every` entries were applied since the
-//! last one.
+//! snapshot is started in the background if `--snapshot-every` entries were
+//! applied since the last one; each loop iteration publishes a finished one
+//! ([`snapshot_policy`]).
 //!
 //! # Starting
 //!
@@ -57,6 +59,7 @@
 //! | [`storage`] | the in-memory log raft reads (`raft::Storage`) |
 //! | [`wal`] | the write-ahead log on disk |
 //! | [`snapshot_file`] | snapshot files on disk |
+//! | [`snapshot_stream`] | a snapshot file streamed to a follower over its own connection |
 //! | [`transport`] | raft messages between peers over TCP, after a handshake that names cluster and members |
 //!
 //! A PUT enters in `api::http`, becomes a [`Request::Propose`] (handle), is
@@ -71,6 +74,7 @@ mod pending;
 mod ready_loop;
 pub mod snapshot_file;
 mod snapshot_policy;
+pub mod snapshot_stream;
 pub mod storage;
 pub mod transport;
 pub mod wal;
@@ -117,4 +121,6 @@ struct Node {
     applied_writes: u64,
     tick: Duration,
     removed: bool,
+    /// The snapshot being built in the background, if any.
+    snapshot_build: Option<snapshot_policy::SnapshotBuild>,
 }

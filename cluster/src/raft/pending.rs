@@ -411,6 +411,7 @@ mod tests {
             table.clone(),
             requests_tx,
             crate::raft::identity::Identity { cluster, member: 1 },
+            dir.path().join("snap"),
         );
         let node = Node {
             id: 1,
@@ -432,6 +433,7 @@ mod tests {
             applied_writes: 0,
             tick: std::time::Duration::from_millis(100),
             removed: false,
+            snapshot_build: None,
         };
         let mut harness = Harness {
             node,

@@ -117,9 +117,7 @@ impl Node {
                 self.issue_reads();
                 self.on_ready()?;
             }
-            if self.storage.take_snapshot_request() {
-                self.snapshot_now()?;
-            }
+            self.poll_snapshots()?;
             self.publish_view();
             if self.removed || self.transport.told_removed() {
                 tracing::warn!(

@@ -3,16 +3,21 @@
 //! raft-rs asks its `Storage` for entries, terms and snapshots. Like etcd's
 //! raftexample, a node keeps the log it needs in raft's `MemStorage` and
 //! rebuilds it at start from the latest snapshot file and the WAL; the WAL is
-//! the durable copy, this is the indexed one. `MemStorage` alone answers a
-//! snapshot request with metadata and no data, so [`RaftStorage`] answers
-//! with the newest snapshot the node holds (engine export included): that
-//! is what goes to a follower the log can no longer catch up.
+//! the durable copy, this is the indexed one. [`RaftStorage`] answers a
+//! snapshot request with the metadata (index, term, `ConfState`) of the
+//! newest snapshot file the node holds, and no data: the data stays in the
+//! file, and the transport streams it to the follower on its own connection
+//! when raft sends the `MsgSnapshot` (see `super::snapshot_stream`). So
+//! raft never holds a snapshot's data in memory, on either side.
 //!
 //! A stored snapshot taken before a member was added does not list that
-//! member, and raft on the new member refuses it. Such a request is answered
-//! "temporarily unavailable" and flagged; the node then takes a fresh
-//! snapshot (see [`RaftStorage::take_snapshot_request`]) and raft's next
-//! attempt sends that one.
+//! member, and raft on the new member refuses it. Such a request (or one
+//! made before any snapshot exists) is answered "temporarily unavailable"
+//! and flagged; the Ready loop sees the flag
+//! ([`RaftStorage::take_snapshot_request`]) and starts building a fresh
+//! snapshot in the background (`super::snapshot_policy`). Until the build
+//! is done, raft's further attempts get the same answer; once it is done
+//! and set here, raft's next attempt sends it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -21,7 +26,8 @@ use raft::prelude::{Entry, Snapshot};
 use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
-/// `MemStorage` plus the node's newest full snapshot. Cloning shares both.
+/// `MemStorage` plus the metadata of the node's newest snapshot file.
+/// Cloning shares both.
 #[derive(Clone, Default)]
 pub struct RaftStorage {
     pub log: MemStorage,
@@ -34,7 +40,8 @@ impl RaftStorage {
         Self::default()
     }
 
-    /// Records the snapshot that later snapshot requests are answered with.
+    /// Records the snapshot (metadata only) that later snapshot requests are
+    /// answered with.
     pub fn set_snapshot(&self, snapshot: Snapshot) {
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
     }
@@ -95,8 +102,8 @@ impl Storage for RaftStorage {
         .iter()
         .any(|ids| ids.contains(&to));
         if meta.index == 0 || meta.index < request_index || !lists_peer {
-            // The node takes a fresh one right after this Ready; raft asks
-            // again on its next attempt to replicate to `to`.
+            // The node starts a fresh one in the background; raft asks
+            // again on its next attempts to replicate to `to`.
             self.wanted.store(true, Ordering::Relaxed);
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,

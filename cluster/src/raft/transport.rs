@@ -34,12 +34,17 @@
 //! a member whose address was learned from a membership change is reached
 //! without a restart.
 //!
-//! Snapshot messages are reported back to raft (`report_snapshot`) as
-//! finished once written to the socket, or failed if they could not be,
-//! so the leader retries instead of waiting forever.
+//! Snapshot messages do not go through the queue: each starts a
+//! `super::snapshot_stream` on its own connection, which streams the
+//! snapshot file and reports the outcome to raft (`report_snapshot`), so a
+//! snapshot of any size neither blocks the appends behind it nor has to
+//! fit in a frame.
 //!
 //! Inbound, one task per accepted connection decodes frames and hands each
 //! message to the Raft thread. Bytes are counted per peer for `/metrics`.
+//! A connection that opens with the snapshot stream's preamble instead is
+//! handed to `snapshot_stream::receive` (the leader streams a snapshot file
+//! over a connection of its own).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,13 +60,14 @@ use tokio::sync::mpsc;
 
 use super::handle::Request;
 use super::identity::{ClusterId, Identity};
+use super::snapshot_stream;
 use crate::state_machine::{Members, Removed};
 
 /// Messages queued per peer before further ones are dropped.
 const PEER_QUEUE: usize = 1024;
-/// Frames above this are refused (a snapshot of a large store is the
-/// biggest message).
-const MAX_FRAME: u32 = 1 << 30;
+/// Frames above this are refused. Appends are capped by raft's
+/// `max_size_per_msg` (plus one entry); snapshots never travel as frames.
+const MAX_FRAME: u32 = 64 << 20;
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// First bytes of every peer connection: protocol name and version.
 pub const PREAMBLE: &[u8; 8] = b"METCDRP2";
@@ -197,6 +203,8 @@ pub struct Transport {
     told_removed: Arc<AtomicBool>,
     peers: HashMap<u64, mpsc::Sender<Message>>,
     dropped: u64,
+    /// Where the snapshot files that snapshot messages refer to live.
+    snapshots: std::path::PathBuf,
 }
 
 impl Transport {
@@ -205,6 +213,7 @@ impl Transport {
         members: Members,
         node: Sender<Request>,
         me: Identity,
+        snapshots: std::path::PathBuf,
     ) -> Self {
         Transport {
             runtime,
@@ -214,6 +223,7 @@ impl Transport {
             told_removed: Arc::new(AtomicBool::new(false)),
             peers: HashMap::new(),
             dropped: 0,
+            snapshots,
         }
     }
 
@@ -253,9 +263,20 @@ impl Transport {
         })
     }
 
-    /// Queues `message` for its peer without ever blocking.
+    /// Queues `message` for its peer without ever blocking; a snapshot
+    /// message starts a snapshot stream instead.
     pub fn send(&mut self, message: Message) {
         let to = message.to;
+        if message.get_msg_type() == MessageType::MsgSnapshot {
+            self.runtime.spawn(snapshot_stream::send(
+                to,
+                self.members.clone(),
+                message,
+                self.snapshots.clone(),
+                self.node.clone(),
+            ));
+            return;
+        }
         if let Err(err) = self.queue(to).try_send(message) {
             let message = match err {
                 mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
@@ -452,7 +473,13 @@ impl Link {
 type RefusalCounts = Arc<Mutex<HashMap<(u64, u8), u64>>>;
 
 /// Accepts peer connections and feeds their messages to the Raft thread.
-pub async fn serve(listener: TcpListener, node: Sender<Request>, me: Identity, removed: Removed) {
+pub async fn serve(
+    listener: TcpListener,
+    node: Sender<Request>,
+    me: Identity,
+    removed: Removed,
+    incoming: std::path::PathBuf,
+) {
     let refusals = RefusalCounts::default();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -465,6 +492,7 @@ pub async fn serve(listener: TcpListener, node: Sender<Request>, me: Identity, r
             me,
             removed.clone(),
             refusals.clone(),
+            incoming.clone(),
         ));
     }
 }
@@ -476,12 +504,23 @@ async fn inbound(
     me: Identity,
     removed: Removed,
     refusals: RefusalCounts,
+    incoming: std::path::PathBuf,
 ) {
     let _ = stream.set_nodelay(true);
     let mut stream = tokio::io::BufReader::new(stream);
     let mut bytes = [0u8; HELLO_LEN];
-    let hello = match tokio::time::timeout(PREAMBLE_TIMEOUT, stream.read_exact(&mut bytes)).await {
-        Ok(Ok(_)) => Hello::decode(&bytes),
+    let first = tokio::time::timeout(PREAMBLE_TIMEOUT, stream.read_exact(&mut bytes[..8])).await;
+    if matches!(first, Ok(Ok(_))) && &bytes[..8] == snapshot_stream::PREAMBLE {
+        snapshot_stream::receive(stream, incoming, node).await;
+        return;
+    }
+    let hello = match first {
+        Ok(Ok(_)) => {
+            match tokio::time::timeout(PREAMBLE_TIMEOUT, stream.read_exact(&mut bytes[8..])).await {
+                Ok(Ok(_)) => Hello::decode(&bytes),
+                _ => None,
+            }
+        }
         _ => None,
     };
     let Some(hello) = hello else {
@@ -579,6 +618,14 @@ async fn inbound(
             );
             return;
         }
+        if message.get_msg_type() == MessageType::MsgSnapshot {
+            // Its data can only come from a snapshot stream.
+            tracing::warn!(
+                peer = hello.from,
+                "peer sent a snapshot as a frame; ignored"
+            );
+            continue;
+        }
         if node.send(Request::Raft(message)).is_err() {
             return;
         }
@@ -640,7 +687,13 @@ mod tests {
         let address = listener.local_addr().unwrap().to_string();
         let (tx, rx) = std::sync::mpsc::channel();
         let removed: Removed = Arc::new(RwLock::new(removed.iter().copied().collect()));
-        tokio::spawn(serve(listener, tx, me(), removed.clone()));
+        tokio::spawn(serve(
+            listener,
+            tx,
+            me(),
+            removed.clone(),
+            std::env::temp_dir(),
+        ));
         (address, rx, removed)
     }
 
@@ -725,6 +778,7 @@ mod tests {
                 cluster: ClusterId(7),
                 member: 2,
             },
+            std::env::temp_dir(),
         );
         transport.connect_all();
         for _ in 0..50 {

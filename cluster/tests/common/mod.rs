@@ -431,3 +431,120 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.rsplit_once(' ').filter(|(s, _)| *s == series))
         .and_then(|(_, v)| v.parse().ok())
 }
+
+impl Cluster {
+    /// [`Cluster::start`], with `env` set in every node's process (for the
+    /// test-only hooks, `METCD_TEST_ONLY_*`).
+    pub async fn start_with_env(
+        n: u64,
+        engine: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let nodes = (1..=n)
+            .map(|id| Node {
+                id,
+                client: format!("127.0.0.1:{}", free_port()),
+                peer: format!("127.0.0.1:{}", free_port()),
+                dir: tmp.path().join(format!("n{id}")),
+                child: None,
+                joined: false,
+            })
+            .collect();
+        let mut cluster = Cluster {
+            engine: engine.to_string(),
+            nodes,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            tmp,
+        };
+        for i in 0..n as usize {
+            cluster.spawn_with_env(i, env);
+        }
+        cluster.wait_leader().await;
+        cluster
+    }
+
+    /// [`Cluster::spawn`], with `env` set in the node's process, and its
+    /// standard output (where metcd's log goes) in the log file too.
+    pub fn spawn_with_env(&mut self, index: usize, env: &[(&str, &str)]) {
+        let initial_peers: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.joined)
+            .map(|n| format!("{}={}", n.id, n.peer))
+            .collect();
+        let initial_clients: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.joined)
+            .map(|n| format!("{}={}", n.id, n.client))
+            .collect();
+        let join_endpoints: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.joined && n.child.is_some())
+            .map(|n| n.client.clone())
+            .collect();
+        let node = &self.nodes[index];
+        std::fs::create_dir_all(&node.dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.dir.with_extension("log"))
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_metcd"));
+        command
+            .arg("--id")
+            .arg(node.id.to_string())
+            .arg("--engine")
+            .arg(&self.engine)
+            .arg("--data-dir")
+            .arg(&node.dir)
+            .arg("--listen-client")
+            .arg(&node.client)
+            .arg("--listen-peer")
+            .arg(&node.peer)
+            .args(&self.extra)
+            .env("RUST_LOG", "info,raft=warn")
+            .envs(env.iter().copied())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if node.joined {
+            command.arg("--join").arg(join_endpoints.join(","));
+        } else {
+            command
+                .arg("--initial-cluster")
+                .arg(initial_peers.join(","))
+                .arg("--initial-cluster-clients")
+                .arg(initial_clients.join(","));
+        }
+        let child = command.spawn().unwrap();
+        self.nodes[index].child = Some(child);
+    }
+
+    /// [`Cluster::restart`], with `env` set in the node's process.
+    pub fn restart_with_env(&mut self, id: u64, env: &[(&str, &str)]) {
+        let index = self.index(id);
+        self.spawn_with_env(index, env);
+    }
+}
+
+/// Puts `count` keys `<prefix><i>` = `v<i>` (i zero-padded to 5 digits)
+/// with `writers` concurrent clients, retrying each while the cluster
+/// elects a leader.
+pub async fn put_many(client: &Client, prefix: &str, count: usize, writers: usize) {
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let client = client.clone();
+        let prefix = prefix.to_string();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..count).step_by(writers) {
+                put_retrying(&client, &format!("{prefix}{i:05}"), &format!("v{i}")).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
