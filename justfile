@@ -40,7 +40,7 @@ test:
     cargo test --release --workspace
     just book-check
 
-# The main job: run workloads on engines (default: read-heavy and write-heavy on all six) into results/<UTC time>/. Example: just bench ycsb-a redb,bitcask
+# The main job: run workloads on engines (default: read-heavy and write-heavy on all six, a fixed operation count each) into results/<UTC time>/. Examples: just bench ycsb-a redb,bitcask; just bench read-heavy-large (data 4x the memory each engine may cache in; needs a memory cgroup)
 bench WORKLOADS="default" ENGINES="all" *ARGS:
     cargo run --release -p workloads --bin workbench -- run {{WORKLOADS}} --engines {{ENGINES}} {{ARGS}}
 
@@ -52,9 +52,9 @@ bench-reference:
 bench-plot RUN:
     cargo run --release -p workloads --bin workbench -- plot {{RUN}}
 
-# Measure the harness (no-op target) and the Engine trait's cost against redb's and rocksdb's own APIs.
-bench-overhead:
-    cargo run --release -p workloads --bin workbench -- overhead --out results/overhead
+# Measure the harness (no-op target) and the Engine trait's cost against redb's and rocksdb's own APIs, in time and in instructions (valgrind's callgrind; add --no-callgrind without valgrind).
+bench-overhead *ARGS:
+    cargo run --release -p workloads --bin workbench -- overhead --out results/overhead {{ARGS}}
 
 # The metcd cluster workloads (cluster-put-1, cluster-put-64, cluster-get) on a 3-node cluster the harness starts, into results/cluster/.
 bench-cluster ENGINE="redb" *ARGS:
