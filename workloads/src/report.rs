@@ -297,11 +297,7 @@ fn state_columns() -> Vec<Column> {
 type ExtraColumn = (&'static str, fn(&ResultDocument) -> String);
 
 /// One Markdown table of `columns`, best value per column in bold.
-fn table(
-    documents: &[ResultDocument],
-    columns: &[Column],
-    extra: Option<ExtraColumn>,
-) -> String {
+fn table(documents: &[ResultDocument], columns: &[Column], extra: Option<ExtraColumn>) -> String {
     let mut out = String::from("| engine |");
     for c in columns {
         let _ = write!(out, " {} |", c.title);
