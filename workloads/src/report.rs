@@ -243,10 +243,16 @@ fn state_columns() -> Vec<Column> {
             show: mebibytes,
         },
         Column {
-            title: "data / memory",
+            title: "data / memory (%)",
             better: Better::None,
-            value: |d| d.memory.data_set_to_memory,
-            show: |v| format!("{v:.3}"),
+            value: |d| d.memory.data_set_to_memory.map(|r| r * 100.0),
+            show: |v| {
+                if v < 10.0 {
+                    format!("{v:.2}")
+                } else {
+                    format!("{v:.0}")
+                }
+            },
         },
         Column {
             title: "space amp.",
@@ -286,7 +292,7 @@ fn state_columns() -> Vec<Column> {
         },
         Column {
             title: "device read per get (B)",
-            better: Better::LowerOnDisk,
+            better: Better::None,
             value: |d| d.io.device_read_bytes_per_get,
             show: |v| format!("{v:.0}"),
         },
