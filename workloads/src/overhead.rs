@@ -27,8 +27,8 @@
 //!    a percent from run to run and machine to machine. `workbench
 //!    overhead` starts `valgrind --tool=callgrind` on its own hidden
 //!    `overhead-loops` subcommand once per engine; each loop is a function
-//!    with a fixed symbol name (`metcd_counted_*`), callgrind zeroes its
-//!    counters when one is entered and dumps them when it returns
+//!    with a fixed symbol name (`metcd_counted_*`, unmangled), callgrind
+//!    zeroes its counters when one is entered and dumps them when it returns
 //!    (`--zero-before`, `--dump-after`), and each loop runs twice, the
 //!    second (warm) run counted. Instructions per operation are the dump's
 //!    total over the loop's operations, every thread included (the engines'
@@ -536,7 +536,7 @@ const COUNTED: [(&str, &str, bool); 6] = [
         true,
     ),
     (
-        "metcd_counted_trait_get_with",
+        "metcd_counted_trait_get_lent",
         "get, value lent (direct in place; trait `get_with`)",
         false,
     ),
@@ -546,7 +546,7 @@ const COUNTED: [(&str, &str, bool); 6] = [
         true,
     ),
     (
-        "metcd_counted_trait_get",
+        "metcd_counted_trait_get_copied",
         "get, value copied (direct `to_vec`; trait `get`)",
         false,
     ),
@@ -566,7 +566,7 @@ fn metcd_counted_direct_get_lent(direct: &Direct, keys: &[Vec<u8>]) -> Result<us
 
 #[unsafe(no_mangle)]
 #[inline(never)]
-fn metcd_counted_trait_get_with(engine: &dyn Engine, keys: &[Vec<u8>]) -> Result<usize> {
+fn metcd_counted_trait_get_lent(engine: &dyn Engine, keys: &[Vec<u8>]) -> Result<usize> {
     let mut found = 0;
     for key in keys {
         engine.get_with(key, &mut |v| {
@@ -588,7 +588,7 @@ fn metcd_counted_direct_get_copied(direct: &Direct, keys: &[Vec<u8>]) -> Result<
 
 #[unsafe(no_mangle)]
 #[inline(never)]
-fn metcd_counted_trait_get(engine: &dyn Engine, keys: &[Vec<u8>]) -> Result<usize> {
+fn metcd_counted_trait_get_copied(engine: &dyn Engine, keys: &[Vec<u8>]) -> Result<usize> {
     let mut found = 0;
     for key in keys {
         found += usize::from(std::hint::black_box(engine.get(key)?).is_some());
@@ -644,9 +644,9 @@ pub fn counted_loops(
     let (workload, direct, engine, _dirs) = prepare(&config, kind)?;
     for _ in 0..2 {
         let lent = metcd_counted_direct_get_lent(&direct, &workload.reads)?;
-        let lent_trait = metcd_counted_trait_get_with(engine.as_ref(), &workload.reads)?;
+        let lent_trait = metcd_counted_trait_get_lent(engine.as_ref(), &workload.reads)?;
         let copied = metcd_counted_direct_get_copied(&direct, &workload.reads)?;
-        let copied_trait = metcd_counted_trait_get(engine.as_ref(), &workload.reads)?;
+        let copied_trait = metcd_counted_trait_get_copied(engine.as_ref(), &workload.reads)?;
         if lent != lent_trait || copied != copied_trait || lent != copied {
             return Err(WorkloadError::Results {
                 context: format!("overhead loops {}", kind.name()),
@@ -686,14 +686,19 @@ fn count_instructions(
         callgrind.records,
         callgrind.operations
     );
-    let output = Command::new("valgrind")
-        .arg("--tool=callgrind")
-        .arg(format!(
-            "--callgrind-out-file={}",
-            out.path().join("callgrind.out").display()
-        ))
-        .arg("--zero-before=metcd_counted_*")
-        .arg("--dump-after=metcd_counted_*")
+    let mut valgrind = Command::new("valgrind");
+    valgrind.arg("--tool=callgrind").arg(format!(
+        "--callgrind-out-file={}",
+        out.path().join("callgrind.out").display()
+    ));
+    // One option per function (callgrind takes no wildcards here). No name
+    // may be a prefix of another: callgrind then loses one of the dumps.
+    for (symbol, _, _) in COUNTED {
+        valgrind
+            .arg(format!("--zero-before={symbol}"))
+            .arg(format!("--dump-after={symbol}"));
+    }
+    let output = valgrind
         .arg(&exe)
         .arg("overhead-loops")
         .arg(kind.name())
@@ -758,8 +763,9 @@ fn count_instructions(
 
 /// The instruction count (`Ir`) of the last dump of each counted function
 /// in callgrind's output files in `dir`. Each dump names its trigger in a
-/// `desc: Trigger: Dump after <function>` line and its cost in a `totals:`
-/// (or `summary:`) line whose first number is `Ir`.
+/// `desc: Trigger: --dump-after=<function>` line (older callgrinds wrote
+/// `Dump after <function>`) and its cost in a `summary:` (or `totals:`)
+/// line whose first number is `Ir`.
 fn read_dumps(dir: &Path) -> Result<BTreeMap<String, u64>> {
     let mut dumps: Vec<(u64, String, u64)> = Vec::new();
     for entry in fs::read_dir(dir).context(|| format!("cannot list {}", dir.display()))? {
@@ -780,15 +786,18 @@ fn read_dumps(dir: &Path) -> Result<BTreeMap<String, u64>> {
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or(0);
         let trigger = text.lines().find_map(|l| {
-            l.strip_prefix("desc: Trigger: Dump after ")
-                .map(|f| f.trim().to_string())
+            l.strip_prefix("desc: Trigger: ")
+                .and_then(|t| t.trim().rsplit(['=', ' ']).next())
+                .map(str::to_string)
         });
-        let total = text.lines().find_map(|l| {
-            l.strip_prefix("totals:")
-                .or_else(|| l.strip_prefix("summary:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse::<u64>().ok())
-        });
+        let first_number = |prefix: &str| {
+            text.lines().find_map(|l| {
+                l.strip_prefix(prefix)
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+        };
+        let total = first_number("summary:").or_else(|| first_number("totals:"));
         if let (Some(function), Some(total)) = (trigger, total) {
             dumps.push((sequence, function, total));
         }
@@ -796,12 +805,44 @@ fn read_dumps(dir: &Path) -> Result<BTreeMap<String, u64>> {
     dumps.sort();
     let mut last = BTreeMap::new();
     for (_, function, total) in dumps {
-        // The trigger may carry an argument list or a module path.
-        if let Some((symbol, _, _)) = COUNTED.iter().find(|(s, _, _)| function.contains(s)) {
-            last.insert(symbol.to_string(), total);
+        if COUNTED.iter().any(|(symbol, _, _)| *symbol == function) {
+            last.insert(function, total);
         }
     }
     Ok(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callgrind_dumps_are_read_per_function_last_call_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let dump = |n: u32, function: &str, ir: u64| {
+            fs::write(
+                dir.path().join(format!("callgrind.out.{n}")),
+                format!(
+                    "# callgrind format\nversion: 1\ndesc: Trigger: --dump-after={function}\n\
+                     events: Ir\nsummary: {ir}\n\nfn=(1) x\n0 5\ntotals: {}\n",
+                    ir + 7
+                ),
+            )
+            .unwrap();
+        };
+        dump(1, "metcd_counted_trait_get_lent", 100);
+        dump(2, "metcd_counted_trait_get_copied", 200);
+        dump(3, "metcd_counted_trait_get_lent", 300);
+        fs::write(
+            dir.path().join("callgrind.out"),
+            "desc: Trigger: Program termination\nsummary: 9\n",
+        )
+        .unwrap();
+        let counts = read_dumps(dir.path()).unwrap();
+        assert_eq!(counts.len(), 2, "{counts:?}");
+        assert_eq!(counts["metcd_counted_trait_get_lent"], 300);
+        assert_eq!(counts["metcd_counted_trait_get_copied"], 200);
+    }
 }
 
 impl OverheadReport {
