@@ -16,6 +16,14 @@
 //! the load phase's pages are charged to it), waits for it, reads the
 //! cgroup's peak usage and OOM kills, and removes the cgroup.
 //!
+//! The load phase runs under [`LOAD_LIMIT_FACTOR`] times the limit: it is
+//! not measured, and a B+tree loaded under the final limit re-reads most of
+//! its pages from the device for every batch, which made loading take most
+//! of the workload's time. The child lowers the limit to its final value
+//! right after the load, before the engine settles; the kernel then evicts
+//! cached pages until the cgroup fits, and the settle and the measured run
+//! happen under the final limit. Both limits are recorded.
+//!
 //! Both cgroup hierarchies are supported:
 //!
 //! * **cgroup v2** (`memory.max`): the process's own cgroup (the `0::` line
@@ -41,8 +49,12 @@ use crate::error::{Result, WorkloadError};
 /// The limit a target ran under, as recorded in its result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryLimitInfo {
-    /// The limit, page cache included.
+    /// The limit during the settles and the measured run, page cache
+    /// included.
     pub limit_bytes: u64,
+    /// The looser limit of the (unmeasured) load phase.
+    #[serde(default)]
+    pub load_limit_bytes: Option<u64>,
     /// How it was enforced: `cgroup v2 memory.max` or `cgroup v1
     /// memory.limit_in_bytes`.
     pub mechanism: String,
@@ -52,10 +64,55 @@ pub struct MemoryLimitInfo {
     pub peak_bytes: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Version {
+/// The load phase's limit, as a multiple of the final one.
+pub const LOAD_LIMIT_FACTOR: u64 = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Version {
     V1,
     V2,
+}
+
+/// Where a cgroup's limit is written, for the child that tightens it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitFiles {
+    pub dir: PathBuf,
+    pub version: Version,
+}
+
+impl LimitFiles {
+    /// Sets the cgroup's memory limit (and its memory + swap limit, so swap
+    /// cannot stand in for memory) to `bytes`. Lowering it makes the kernel
+    /// evict cached pages until the cgroup fits, or fail if it cannot.
+    pub fn set(&self, bytes: u64) -> Result<()> {
+        let value = bytes.to_string();
+        let result = match self.version {
+            Version::V2 => write(&self.dir.join("memory.max"), &value).and_then(|()| {
+                let swap = self.dir.join("memory.swap.max");
+                if swap.exists() {
+                    write(&swap, "0")
+                } else {
+                    Ok(())
+                }
+            }),
+            // memory + swap may never be below memory: set memory first
+            // when lowering (the only change made after creation).
+            Version::V1 => write(&self.dir.join("memory.limit_in_bytes"), &value).and_then(|()| {
+                let memsw = self.dir.join("memory.memsw.limit_in_bytes");
+                if memsw.exists() {
+                    write(&memsw, &value)
+                } else {
+                    Ok(())
+                }
+            }),
+        };
+        result.map_err(|reason| {
+            WorkloadError::MemoryLimit(format!(
+                "cannot set the limit to {} MiB: {reason} (the engine's own memory may exceed it)",
+                bytes >> 20
+            ))
+        })
+    }
 }
 
 /// A memory cgroup created for one child process; removed on drop.
@@ -128,7 +185,8 @@ fn keyed(path: &Path, key: &str) -> Option<u64> {
 
 impl MemoryCgroup {
     /// Creates a cgroup limited to `limit_bytes`, a child of this
-    /// process's own memory cgroup.
+    /// process's own memory cgroup. It starts at `LOAD_LIMIT_FACTOR` times
+    /// that, for the load; [`LimitFiles::set`] tightens it.
     pub fn create(limit_bytes: u64) -> Result<MemoryCgroup> {
         static SEQUENCE: AtomicU64 = AtomicU64::new(0);
         let name = format!(
@@ -211,11 +269,10 @@ impl MemoryCgroup {
             version: Version::V2,
             limit_bytes,
         };
-        write(&cgroup.dir.join("memory.max"), &limit_bytes.to_string())?;
-        // No swap to spill into, where swap accounting exists.
-        if cgroup.dir.join("memory.swap.max").exists() {
-            write(&cgroup.dir.join("memory.swap.max"), "0")?;
-        }
+        cgroup
+            .limit_files()
+            .set(limit_bytes * LOAD_LIMIT_FACTOR)
+            .map_err(|e| e.to_string())?;
         Ok(cgroup)
     }
 
@@ -231,19 +288,12 @@ impl MemoryCgroup {
             version: Version::V1,
             limit_bytes,
         };
-        write(
-            &cgroup.dir.join("memory.limit_in_bytes"),
-            &limit_bytes.to_string(),
-        )?;
-        // memory + swap may not exceed memory alone (set after it: the
-        // kernel requires memsw >= memory at every step).
-        if cgroup.dir.join("memory.memsw.limit_in_bytes").exists() {
-            write(
-                &cgroup.dir.join("memory.memsw.limit_in_bytes"),
-                &limit_bytes.to_string(),
-            )?;
-        }
-        if read_u64(&cgroup.dir.join("memory.limit_in_bytes")).is_none_or(|l| l > limit_bytes) {
+        let load_limit = limit_bytes * LOAD_LIMIT_FACTOR;
+        cgroup
+            .limit_files()
+            .set(load_limit)
+            .map_err(|e| e.to_string())?;
+        if read_u64(&cgroup.dir.join("memory.limit_in_bytes")).is_none_or(|l| l > load_limit) {
             return Err("the kernel did not accept the limit".into());
         }
         Ok(cgroup)
@@ -252,6 +302,14 @@ impl MemoryCgroup {
     /// The file a process writes its pid into to join the cgroup.
     pub fn procs_file(&self) -> PathBuf {
         self.dir.join("cgroup.procs")
+    }
+
+    /// Where the limit is written.
+    pub fn limit_files(&self) -> LimitFiles {
+        LimitFiles {
+            dir: self.dir.clone(),
+            version: self.version,
+        }
     }
 
     /// What the result documents record, peak usage so far included.
@@ -265,6 +323,7 @@ impl MemoryCgroup {
         };
         MemoryLimitInfo {
             limit_bytes: self.limit_bytes,
+            load_limit_bytes: Some(self.limit_bytes * LOAD_LIMIT_FACTOR),
             mechanism: mechanism.to_string(),
             peak_bytes: read_u64(&self.dir.join(peak)),
         }
@@ -337,6 +396,8 @@ mod tests {
             Ok(cgroup) => {
                 let info = cgroup.info();
                 assert_eq!(info.limit_bytes, 64 << 20);
+                assert_eq!(info.load_limit_bytes, Some(LOAD_LIMIT_FACTOR * (64 << 20)));
+                cgroup.limit_files().set(64 << 20).unwrap();
                 assert!(info.mechanism.contains("cgroup"));
                 assert!(cgroup.procs_file().exists());
                 let dir = cgroup.dir.clone();

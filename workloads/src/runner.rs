@@ -251,8 +251,20 @@ pub struct Measurement {
 /// Runs the load phase, a settle, the run phase and a settle of `spec`
 /// against `target`.
 pub fn run(spec: &WorkloadSpec, target: &dyn Target, label: &str) -> Result<Measurement> {
+    run_with(spec, target, label, &mut || Ok(()))
+}
+
+/// [`run`], calling `after_load` between the load phase and the first
+/// settle (a memory-limited run tightens its limit there).
+pub fn run_with(
+    spec: &WorkloadSpec,
+    target: &dyn Target,
+    label: &str,
+    after_load: &mut dyn FnMut() -> Result<()>,
+) -> Result<Measurement> {
     target.check(spec)?;
     let load = load(spec, target, label)?;
+    after_load()?;
     let settle_after_load = settle(spec, target)?;
     let io = || target.is_local().then(process_io).flatten();
     let before = io();

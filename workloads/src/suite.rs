@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use crate::cluster_target::ClusterTarget;
 use crate::error::{IoContext, Result, WorkloadError};
 use crate::machine::{Machine, format_nanos, is_memory_filesystem};
-use crate::memory_limit::{self, MemoryCgroup, MemoryLimitInfo};
+use crate::memory_limit::{self, LimitFiles, MemoryCgroup, MemoryLimitInfo};
 use crate::report::{MACHINE_FILE, write_reports};
 use crate::results::{ResultDocument, RunContext};
 use crate::runner;
@@ -148,7 +148,7 @@ impl Suite {
                 }
                 let outcome = match spec.memory_limit_mib {
                     Some(mib) => self.run_isolated(spec, kind, &machine, mib << 20),
-                    None => self.run_one(spec, kind, &machine, None),
+                    None => self.run_one(spec, kind, &machine, None, &mut || Ok(())),
                 };
                 if let Err(e) = outcome {
                     eprintln!("  {:<8} FAILED: {e}", kind.name());
@@ -208,6 +208,7 @@ impl Suite {
             data_dir: self.data_dir.clone(),
             machine: machine.clone(),
             procs_file: cgroup.procs_file(),
+            limit_files: cgroup.limit_files(),
             limit: cgroup.info(),
         };
         let job_file = tempfile::Builder::new()
@@ -261,6 +262,7 @@ impl Suite {
         kind: EngineKind,
         machine: &Machine,
         memory_limit: Option<MemoryLimitInfo>,
+        after_load: &mut dyn FnMut() -> Result<()>,
     ) -> Result<()> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("metcd-{}-{}-", spec.name, kind.name()))
@@ -273,7 +275,7 @@ impl Suite {
             })?;
         let started_at = SystemTime::now();
         let target = EngineTarget::open(kind, dir.path(), &self.engine_options)?;
-        self.measure(spec, &target, machine, started_at, memory_limit)?;
+        self.measure(spec, &target, machine, started_at, memory_limit, after_load)?;
         drop(target);
         dir.close().context(|| {
             format!(
@@ -298,7 +300,7 @@ impl Suite {
                 ClusterTarget::spawn(metcd, *engine, &self.data_dir, spec.read_consistency)?
             }
         };
-        self.measure(spec, &target, machine, started_at, None)
+        self.measure(spec, &target, machine, started_at, None, &mut || Ok(()))
     }
 
     /// Load and run phases on `target`, then its result document.
@@ -309,10 +311,11 @@ impl Suite {
         machine: &Machine,
         started_at: SystemTime,
         memory_limit: Option<MemoryLimitInfo>,
+        after_load: &mut dyn FnMut() -> Result<()>,
     ) -> Result<()> {
         let name = target.name();
         let label = format!("{} {}", spec.name, name);
-        let measurement = runner::run(spec, target, &label)?;
+        let measurement = runner::run_with(spec, target, &label, after_load)?;
         let document = ResultDocument::build(
             RunContext {
                 spec,
@@ -381,6 +384,8 @@ pub struct Job {
     pub machine: Machine,
     /// The cgroup to join before anything else.
     pub procs_file: PathBuf,
+    /// Where to tighten the limit once the load is done.
+    pub limit_files: LimitFiles,
     pub limit: MemoryLimitInfo,
 }
 
@@ -403,7 +408,14 @@ pub fn run_job(job_file: &Path) -> Result<()> {
         cluster: None,
         allow_tmpfs: true,
     };
-    suite.run_one(&job.spec, job.engine, &job.machine, Some(job.limit))
+    let (files, final_limit) = (job.limit_files.clone(), job.limit.limit_bytes);
+    suite.run_one(
+        &job.spec,
+        job.engine,
+        &job.machine,
+        Some(job.limit),
+        &mut || files.set(final_limit),
+    )
 }
 
 #[cfg(test)]
