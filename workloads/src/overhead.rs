@@ -812,39 +812,6 @@ fn read_dumps(dir: &Path) -> Result<BTreeMap<String, u64>> {
     Ok(last)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn callgrind_dumps_are_read_per_function_last_call_wins() {
-        let dir = tempfile::tempdir().unwrap();
-        let dump = |n: u32, function: &str, ir: u64| {
-            fs::write(
-                dir.path().join(format!("callgrind.out.{n}")),
-                format!(
-                    "# callgrind format\nversion: 1\ndesc: Trigger: --dump-after={function}\n\
-                     events: Ir\nsummary: {ir}\n\nfn=(1) x\n0 5\ntotals: {}\n",
-                    ir + 7
-                ),
-            )
-            .unwrap();
-        };
-        dump(1, "metcd_counted_trait_get_lent", 100);
-        dump(2, "metcd_counted_trait_get_copied", 200);
-        dump(3, "metcd_counted_trait_get_lent", 300);
-        fs::write(
-            dir.path().join("callgrind.out"),
-            "desc: Trigger: Program termination\nsummary: 9\n",
-        )
-        .unwrap();
-        let counts = read_dumps(dir.path()).unwrap();
-        assert_eq!(counts.len(), 2, "{counts:?}");
-        assert_eq!(counts["metcd_counted_trait_get_lent"], 300);
-        assert_eq!(counts["metcd_counted_trait_get_copied"], 200);
-    }
-}
-
 impl OverheadReport {
     pub fn markdown(&self) -> String {
         let mut out = String::from("# Harness and Engine-trait overhead\n\n");
@@ -900,5 +867,38 @@ impl OverheadReport {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callgrind_dumps_are_read_per_function_last_call_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let dump = |n: u32, function: &str, ir: u64| {
+            fs::write(
+                dir.path().join(format!("callgrind.out.{n}")),
+                format!(
+                    "# callgrind format\nversion: 1\ndesc: Trigger: --dump-after={function}\n\
+                     events: Ir\nsummary: {ir}\n\nfn=(1) x\n0 5\ntotals: {}\n",
+                    ir + 7
+                ),
+            )
+            .unwrap();
+        };
+        dump(1, "metcd_counted_trait_get_lent", 100);
+        dump(2, "metcd_counted_trait_get_copied", 200);
+        dump(3, "metcd_counted_trait_get_lent", 300);
+        fs::write(
+            dir.path().join("callgrind.out"),
+            "desc: Trigger: Program termination\nsummary: 9\n",
+        )
+        .unwrap();
+        let counts = read_dumps(dir.path()).unwrap();
+        assert_eq!(counts.len(), 2, "{counts:?}");
+        assert_eq!(counts["metcd_counted_trait_get_lent"], 300);
+        assert_eq!(counts["metcd_counted_trait_get_copied"], 200);
     }
 }
