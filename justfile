@@ -44,9 +44,10 @@ test:
 bench WORKLOADS="default" ENGINES="all" *ARGS:
     cargo run --release -p workloads --bin workbench -- run {{WORKLOADS}} --engines {{ENGINES}} {{ARGS}}
 
-# Re-run the committed reference run into results/reference/ (run it on a quiet machine).
-bench-reference:
-    cargo run --release -p workloads --bin workbench -- run default --engines all --out results/reference
+# Re-run the committed reference run into results/reference/ (run it on a quiet machine; it replaces the directory's results).
+bench-reference *ARGS:
+    rm -rf results/reference
+    cargo run --release -p workloads --bin workbench -- run default --engines all --out results/reference {{ARGS}}
 
 # Redraw the plots and tables of a run from its JSON, e.g. just bench-plot results/reference
 bench-plot RUN:
