@@ -183,8 +183,9 @@ struct OverheadArgs {
     /// slower than native).
     #[arg(long, default_value_t = 20_000)]
     callgrind_records: u64,
-    /// Operations per instruction-counted loop.
-    #[arg(long, default_value_t = 20_000)]
+    /// Operations per instruction-counted loop (a buffered redb put is a
+    /// commit of about a quarter million instructions, so keep it modest).
+    #[arg(long, default_value_t = 5_000)]
     callgrind_operations: usize,
     /// Skip the instruction counts (for machines without valgrind).
     #[arg(long)]
