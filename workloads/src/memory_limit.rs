@@ -184,6 +184,23 @@ fn keyed(path: &Path, key: &str) -> Option<u64> {
     })
 }
 
+/// Removes `metcd-bench-*` cgroups under `parent` that a killed run left
+/// behind. Only empty cgroups can be removed, so one in use is untouched.
+fn remove_leftovers(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("metcd-bench-")
+        {
+            let _ = fs::remove_dir(entry.path());
+        }
+    }
+}
+
 impl MemoryCgroup {
     /// Creates a cgroup limited to `limit_bytes`, a child of this
     /// process's own memory cgroup. It starts at `LOAD_LIMIT_FACTOR` times
@@ -263,6 +280,7 @@ impl MemoryCgroup {
             }
             write(&parent.join("cgroup.subtree_control"), "+memory")?;
         }
+        remove_leftovers(parent);
         let dir = parent.join(name);
         fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let cgroup = MemoryCgroup {
@@ -282,6 +300,7 @@ impl MemoryCgroup {
         name: &str,
         limit_bytes: u64,
     ) -> std::result::Result<MemoryCgroup, String> {
+        remove_leftovers(parent);
         let dir = parent.join(name);
         fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let cgroup = MemoryCgroup {
