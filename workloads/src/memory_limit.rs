@@ -20,10 +20,12 @@
 //! not measured, and a B+tree loaded under the final limit re-reads most of
 //! its pages from the device for every batch (redb loading 1.2 million
 //! records under 256 MiB, then under 1 GiB, took over ten minutes on a
-//! loaded 2-core machine, most of the workload's time). The child lowers the limit to its final value
-//! right after the load, before the engine settles; the kernel then evicts
-//! cached pages until the cgroup fits, and the settle and the measured run
-//! happen under the final limit. Both limits are recorded.
+//! loaded 2-core machine, most of the workload's time). The child lowers
+//! the limit to its final value after the load and its settle (memtables
+//! flushed, so the engine's heap is at its smallest), before the run phase;
+//! the kernel then evicts cached pages until the cgroup fits, and the
+//! measured run and the last settle happen under the final limit. Both
+//! limits are recorded.
 //!
 //! Both cgroup hierarchies are supported:
 //!
@@ -86,6 +88,20 @@ impl LimitFiles {
     /// cannot stand in for memory) to `bytes`. Lowering it makes the kernel
     /// evict cached pages until the cgroup fits, or fail if it cannot.
     pub fn set(&self, bytes: u64) -> Result<()> {
+        // Lowering fails (EBUSY) while reclaim cannot keep up, e.g. with
+        // dirty pages still being written back: retry for a few seconds.
+        let mut last = Ok(());
+        for _ in 0..40 {
+            last = self.set_once(bytes);
+            if last.is_ok() {
+                return last;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        last
+    }
+
+    fn set_once(&self, bytes: u64) -> Result<()> {
         let value = bytes.to_string();
         let result = match self.version {
             Version::V2 => write(&self.dir.join("memory.max"), &value).and_then(|()| {

@@ -254,8 +254,9 @@ pub fn run(spec: &WorkloadSpec, target: &dyn Target, label: &str) -> Result<Meas
     run_with(spec, target, label, &mut || Ok(()))
 }
 
-/// [`run`], calling `after_load` between the load phase and the first
-/// settle (a memory-limited run tightens its limit there).
+/// [`run`], calling `after_load` after the load phase and its settle,
+/// before the run phase (a memory-limited run tightens its limit there,
+/// once the engine has flushed its memtables).
 pub fn run_with(
     spec: &WorkloadSpec,
     target: &dyn Target,
@@ -264,8 +265,8 @@ pub fn run_with(
 ) -> Result<Measurement> {
     target.check(spec)?;
     let load = load(spec, target, label)?;
-    after_load()?;
     let settle_after_load = settle(spec, target)?;
+    after_load()?;
     let io = || target.is_local().then(process_io).flatten();
     let before = io();
     let counters = target.counters_before_run()?;
