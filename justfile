@@ -51,21 +51,22 @@ test:
     cargo test --release --workspace
     just book-check
 
-# The main job: run workloads on engines (default: read-heavy and write-heavy on all six) into results/<UTC time>/. Example: just bench ycsb-a redb,bitcask
+# The main job: run workloads on engines (default: read-heavy and write-heavy on all six, a fixed operation count each) into results/<UTC time>/. Examples: just bench ycsb-a redb,bitcask; just bench read-heavy-large (data 4x the memory each engine may cache in; needs a memory cgroup)
 bench WORKLOADS="default" ENGINES="all" *ARGS:
     cargo run --release -p workloads --bin workbench -- run {{WORKLOADS}} --engines {{ENGINES}} {{ARGS}}
 
-# Re-run the committed reference run into results/reference/ (run it on a quiet machine).
-bench-reference:
-    cargo run --release -p workloads --bin workbench -- run default --engines all --out results/reference
+# Re-run the committed reference run into results/reference/ (run it on a quiet machine; it replaces the directory's results).
+bench-reference *ARGS:
+    rm -rf results/reference
+    cargo run --release -p workloads --bin workbench -- run default --engines all --out results/reference {{ARGS}}
 
 # Redraw the plots and tables of a run from its JSON, e.g. just bench-plot results/reference
 bench-plot RUN:
     cargo run --release -p workloads --bin workbench -- plot {{RUN}}
 
-# Measure the harness (no-op target) and the Engine trait's cost against redb's and rocksdb's own APIs.
-bench-overhead:
-    cargo run --release -p workloads --bin workbench -- overhead --out results/overhead
+# Measure the harness (no-op target) and the Engine trait's cost against redb's and rocksdb's own APIs, in time and in instructions (valgrind's callgrind; add --no-callgrind without valgrind).
+bench-overhead *ARGS:
+    cargo run --release -p workloads --bin workbench -- overhead --out results/overhead {{ARGS}}
 
 # The metcd cluster workloads (cluster-put-1, cluster-put-64, cluster-get) on a 3-node cluster the harness starts, into results/cluster/.
 bench-cluster ENGINE="redb" *ARGS:

@@ -56,6 +56,7 @@
 
 use std::io::{Read, Write};
 use std::ops::Bound;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -298,6 +299,21 @@ pub trait Engine: Send + Sync {
 
     /// Key count, logical size, size on disk and reclaimable bytes.
     fn status(&self) -> Result<EngineStatus>;
+
+    /// Brings the engine to a quiet state, waiting at most about `budget`:
+    /// every write durable, buffered data flushed to its final files
+    /// (memtables written out) and the background work those writes caused
+    /// (flushes, compactions) finished. Returns whether the engine became
+    /// quiet (`false`: the budget ran out first). Benchmarks call it after
+    /// loading, so one engine's backlog is not charged to the measured run,
+    /// and before measuring space. The default only calls [`Engine::sync`]:
+    /// right for engines with no background work, and the best available
+    /// for engines that do not say whether theirs is running.
+    fn settle(&self, budget: Duration) -> Result<bool> {
+        let _ = budget;
+        self.sync()?;
+        Ok(true)
+    }
 
     /// Calls `visit` with the value stored under `key` (or `None`), lending
     /// it where the engine can instead of copying it into a new `Vec`: a

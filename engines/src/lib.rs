@@ -7,8 +7,8 @@
 //! | kind      | design                               | durable write means                       |
 //! |-----------|--------------------------------------|-------------------------------------------|
 //! | `memory`  | `BTreeMap` behind a reader-writer lock | nothing: the data lives in the process  |
-//! | `redb`    | copy-on-write B+tree (like boltdb)   | the commit's two-phase fsync               |
-//! | `sled`    | lock-free B+tree over a log (0.34)   | `Db::flush` after the write                |
+//! | `redb`    | copy-on-write B+tree (like boltdb)   | commit with one `fdatasync` (1-phase + checksum) |
+//! | `sled`    | lock-free B+tree over a log (0.34)   | `Db::flush`: `sync_file_range`, not fsync  |
 //! | `rocksdb` | LSM tree in C++, bloom filters       | WAL write with `sync = true` (fdatasync)   |
 //! | `fjall`   | LSM tree in Rust                     | journal persisted with `SyncAll` (fsync)   |
 //! | `bitcask` | our own append-only log + key directory | `fdatasync` of the active data file    |

@@ -40,6 +40,7 @@ use tokio::runtime::Runtime;
 
 use crate::error::{Result, WorkloadError};
 use crate::results::{MemberFsyncs, ReplicationSummary};
+use crate::space::disk_space;
 use crate::spec::{ReadConsistency, WorkloadSpec};
 use crate::target::{Client, Target, TargetStatus};
 
@@ -197,11 +198,16 @@ impl Target for ClusterTarget {
         Ok(TargetStatus {
             keys: 0,
             logical_bytes: 0,
-            disk_bytes: self
+            disk: self
                 .spawned
                 .as_ref()
-                .map(|s| engines::disk_usage(&s.dir).unwrap_or(0)),
+                .map(|s| disk_space(&s.dir))
+                .transpose()?,
         })
+    }
+
+    fn sync_primitive(&self) -> String {
+        "fdatasync of each member's Raft WAL before a write is acknowledged".to_string()
     }
 
     fn is_local(&self) -> bool {

@@ -51,6 +51,13 @@ pub enum WorkloadError {
     /// Starting, finding or reaching a metcd cluster.
     #[error("metcd cluster: {0}")]
     Cluster(String),
+    /// Creating or joining the memory cgroup of a memory-limited run.
+    #[error("memory limit: {0}")]
+    MemoryLimit(String),
+    /// A run the suite refuses before it starts (e.g. a durable mode on
+    /// tmpfs).
+    #[error("{0}")]
+    Refused(String),
     #[error("plotting {plot}: {message}")]
     Plot { plot: String, message: String },
 }

@@ -185,14 +185,33 @@ fn measure_fdatasync(dir: &Path) -> Result<FsyncLatency> {
     })
 }
 
-/// `write_bytes` of `/proc/self/io`: bytes this process (every thread,
-/// including engines' background threads) caused to be written to the
-/// storage layer. `None` where the file cannot be read.
-pub fn process_write_bytes() -> Option<u64> {
+/// This process's storage I/O counters from `/proc/self/io`: bytes it
+/// (every thread, the engines' background threads included) caused to be
+/// read from and written to the storage layer. Reads served from the page
+/// cache are not counted; writes are counted when pages are dirtied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessIo {
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+}
+
+/// [`ProcessIo`] now; `None` where `/proc/self/io` cannot be read.
+pub fn process_io() -> Option<ProcessIo> {
     let io = fs::read_to_string("/proc/self/io").ok()?;
-    io.lines()
-        .find_map(|l| l.strip_prefix("write_bytes:"))
-        .and_then(|v| v.trim().parse().ok())
+    let field = |name: &str| {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some(ProcessIo {
+        read_bytes: field("read_bytes:")?,
+        write_bytes: field("write_bytes:")?,
+    })
+}
+
+/// Whether `fs_type` keeps files in memory, where `fsync` costs nothing.
+pub fn is_memory_filesystem(fs_type: &str) -> bool {
+    matches!(fs_type, "tmpfs" | "ramfs")
 }
 
 /// 1234 ns -> "1.23 µs": latencies as people read them.

@@ -43,8 +43,31 @@ enum Command {
     /// List the built-in workloads and the engines.
     List,
     /// Measure the harness against a no-op target and the Engine trait's cost
-    /// (redb and rocksdb direct vs through `engines::open`).
+    /// (redb and rocksdb direct vs through `engines::open`), in time and in
+    /// instructions (valgrind's callgrind).
     Overhead(OverheadArgs),
+    /// Internal: one workload on one engine inside a memory cgroup, started
+    /// by `run` for memory-limited workloads.
+    #[command(hide = true)]
+    RunJob {
+        /// The job file `run` wrote.
+        job: PathBuf,
+    },
+    /// Internal: the instruction-counted loops of `overhead`, run under
+    /// callgrind.
+    #[command(hide = true)]
+    OverheadLoops {
+        /// redb or rocksdb.
+        engine: String,
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        records: u64,
+        #[arg(long)]
+        operations: usize,
+        #[arg(long)]
+        value_size: usize,
+    },
 }
 
 #[derive(Args)]
@@ -70,12 +93,26 @@ struct RunArgs {
     /// Measured operations of the run phase (replaces the spec's duration).
     #[arg(long, conflicts_with = "duration")]
     operations: Option<u64>,
-    /// Measured seconds of the run phase (replaces the spec's operation count).
+    /// Measured seconds of the run phase (replaces the spec's operation
+    /// count: a timed run, where faster engines do more and end larger).
     #[arg(long)]
     duration: Option<f64>,
-    /// Warm-up seconds, executed but not measured.
+    /// Count-bound runs: warm-up operations, executed but not measured.
+    #[arg(long)]
+    warmup_ops: Option<u64>,
+    /// Count-bound runs: stop a run after this many seconds and mark it capped.
+    #[arg(long)]
+    time_cap: Option<f64>,
+    /// Duration-bound runs: warm-up seconds, executed but not measured.
     #[arg(long)]
     warmup: Option<f64>,
+    /// The longest each settling wait (after the load, after the run) may take, in seconds.
+    #[arg(long)]
+    settle: Option<f64>,
+    /// Run workloads whose writes sync even when the data directory is on
+    /// tmpfs, where fsync costs nothing.
+    #[arg(long)]
+    allow_tmpfs: bool,
     /// Client threads.
     #[arg(long)]
     threads: Option<usize>,
@@ -142,6 +179,17 @@ struct OverheadArgs {
     /// Value size in bytes.
     #[arg(long, default_value_t = 1000)]
     value_size: usize,
+    /// Records loaded for the instruction counts (callgrind runs about 50x
+    /// slower than native).
+    #[arg(long, default_value_t = 20_000)]
+    callgrind_records: u64,
+    /// Operations per instruction-counted loop (a buffered redb put is a
+    /// commit of about a quarter million instructions, so keep it modest).
+    #[arg(long, default_value_t = 5_000)]
+    callgrind_operations: usize,
+    /// Skip the instruction counts (for machines without valgrind).
+    #[arg(long)]
+    no_callgrind: bool,
 }
 
 fn parse_consistency(text: &str) -> std::result::Result<ReadConsistency, String> {
@@ -179,7 +227,10 @@ fn run(cli: Cli) -> Result<()> {
                 println!("  {:<12} {}", s.name, s.description);
             }
             println!("  {:<12} {}", "default", spec::DEFAULT_SUITE.join(" + "));
-            println!("  {:<12} every built-in workload except cluster-*", "all");
+            println!(
+                "  {:<12} every built-in workload except cluster-* and the memory-limited ones",
+                "all"
+            );
             println!(
                 "  {:<12} the cluster-* workloads (with --target cluster)",
                 "cluster"
@@ -210,7 +261,25 @@ fn run(cli: Cli) -> Result<()> {
                 rounds: args.rounds,
                 value_size: args.value_size,
                 seed: 42,
+                callgrind: (!args.no_callgrind).then_some(overhead::CallgrindConfig {
+                    records: args.callgrind_records.max(1),
+                    operations: args.callgrind_operations.max(1),
+                }),
             })?;
+            Ok(())
+        }
+        Command::RunJob { job } => {
+            workloads::suite::run_job(&job).with_context(|| format!("job {}", job.display()))
+        }
+        Command::OverheadLoops {
+            engine,
+            data_dir,
+            records,
+            operations,
+            value_size,
+        } => {
+            let kind: EngineKind = engine.parse()?;
+            overhead::counted_loops(kind, &data_dir, records, operations, value_size)?;
             Ok(())
         }
     }
@@ -240,6 +309,9 @@ fn run_suite(args: RunArgs) -> Result<()> {
         operation_count: args.operations,
         duration_secs: args.duration,
         warmup_secs: args.warmup,
+        warmup_operations: args.warmup_ops,
+        time_cap_secs: args.time_cap,
+        settle_secs: args.settle,
         threads: args.threads,
         rate: args.rate,
         seed: args.seed,
@@ -265,6 +337,7 @@ fn run_suite(args: RunArgs) -> Result<()> {
         data_dir: args.data_dir.unwrap_or_else(std::env::temp_dir),
         engine_options,
         cluster,
+        allow_tmpfs: args.allow_tmpfs,
     };
     let failures = suite.run()?;
     println!("results: {}", out_dir.join("index.md").display());

@@ -8,6 +8,13 @@
 //! * `throughput.svg`: measured operations per second per target.
 //! * `timeline.svg`: throughput per second over the run phase.
 //! * `percentiles.svg`: p50, p99 and p99.9 per target (µs, log scale).
+//! * `device-reads.svg`, for workloads whose data set does not fit in the
+//!   memory the engines may cache in (a memory limit, or reads that reached
+//!   the device): bytes read from the device per get, per target. This is
+//!   where a B+tree's and an LSM tree's read paths differ.
+//!
+//! A target whose run was capped by its time limit is marked `(capped)` in
+//! every legend and axis label.
 //!
 //! Every plot has a title, axis labels with units, a legend, and the
 //! settings and machine in a subtitle. Text is emitted as SVG `<text>` and
@@ -22,6 +29,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::{Result, WorkloadError};
+use crate::report::display_name;
 use crate::results::ResultDocument;
 
 const SIZE: (u32, u32) = (1000, 620);
@@ -38,7 +46,27 @@ pub const PLOT_FILES: [&str; 4] = [
     "percentiles.svg",
 ];
 
-/// Draws all four plots of one workload into `dir`.
+/// The plot of device bytes read per get.
+pub const DEVICE_READS_PLOT: &str = "device-reads.svg";
+
+/// Whether a workload's documents call for [`DEVICE_READS_PLOT`]: a memory
+/// limit, or at least a byte per get read from the device.
+fn reads_reach_the_device(documents: &[ResultDocument]) -> bool {
+    documents.iter().any(|d| {
+        d.memory.limit.is_some() || d.io.device_read_bytes_per_get.is_some_and(|b| b >= 1.0)
+    })
+}
+
+/// The plots a workload gets, in the order they are listed.
+pub fn plots_for(documents: &[ResultDocument]) -> Vec<&'static str> {
+    let mut plots = PLOT_FILES.to_vec();
+    if reads_reach_the_device(documents) {
+        plots.push(DEVICE_READS_PLOT);
+    }
+    plots
+}
+
+/// Draws the plots of one workload into `dir`.
 pub fn draw_workload(dir: &Path, documents: &[ResultDocument]) -> Result<()> {
     let Some(first) = documents.first() else {
         return Ok(());
@@ -65,7 +93,14 @@ pub fn draw_workload(dir: &Path, documents: &[ResultDocument]) -> Result<()> {
     wrap(
         PLOT_FILES[3],
         percentiles(&dir.join(PLOT_FILES[3]), workload, documents),
-    )
+    )?;
+    if reads_reach_the_device(documents) {
+        wrap(
+            DEVICE_READS_PLOT,
+            device_reads(&dir.join(DEVICE_READS_PLOT), workload, documents),
+        )?;
+    }
+    Ok(())
 }
 
 /// A stable colour per target: engines keep theirs across plots and runs.
@@ -167,9 +202,9 @@ fn latency(path: &Path, workload: &str, documents: &[ResultDocument]) -> DrawRes
             let quantile = 1.0 - 1.0 / x;
             points.push((x, micros(histogram.value_at_quantile(quantile))));
         }
-        lines.push((doc.target.name.clone(), points));
+        lines.push((doc.target.name.clone(), display_name(doc), points));
     }
-    let values = lines.iter().flat_map(|(_, p)| p.iter().map(|(_, y)| *y));
+    let values = lines.iter().flat_map(|(_, _, p)| p.iter().map(|(_, y)| *y));
     let (low, high) = bounds(values);
     let mut chart = ChartBuilder::on(&body)
         .margin(16)
@@ -189,11 +224,11 @@ fn latency(path: &Path, workload: &str, documents: &[ResultDocument]) -> DrawRes
         .x_label_formatter(&|x| percent_label(*x))
         .y_label_formatter(&|y| format_axis(*y))
         .draw()?;
-    for (name, points) in lines {
+    for (name, label, points) in lines {
         let color = color_of(&name);
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-            .label(name)
+            .label(label)
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
@@ -213,7 +248,7 @@ fn throughput(path: &Path, workload: &str, documents: &[ResultDocument]) -> Draw
         .fold(0.0, f64::max)
         .max(1.0)
         * 1.15;
-    let names: Vec<String> = documents.iter().map(|d| d.target.name.clone()).collect();
+    let names: Vec<String> = documents.iter().map(display_name).collect();
     let mut chart = ChartBuilder::on(&body)
         .margin(16)
         .x_label_area_size(44)
@@ -236,7 +271,7 @@ fn throughput(path: &Path, workload: &str, documents: &[ResultDocument]) -> Draw
                 [(x - SLOT * 35 / 100, 0.0), (x + SLOT * 35 / 100, value)],
                 color.filled(),
             )))?
-            .label(format!("{} ({})", doc.target.name, format_axis(value)))
+            .label(format!("{} ({})", display_name(doc), format_axis(value)))
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
         chart.draw_series(std::iter::once(Text::new(
             format_axis(value),
@@ -288,7 +323,7 @@ fn timeline(path: &Path, workload: &str, documents: &[ResultDocument]) -> DrawRe
             .map(|p| (p.second as f64 + 0.5, p.throughput_ops_per_sec));
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-            .label(doc.target.name.clone())
+            .label(display_name(doc))
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
@@ -318,7 +353,7 @@ fn percentiles(path: &Path, workload: &str, documents: &[ResultDocument]) -> Dra
         .iter()
         .flat_map(|d| series.iter().map(move |(_, _, f)| micros(f(d))));
     let (low, high) = bounds(values);
-    let names: Vec<String> = documents.iter().map(|d| d.target.name.clone()).collect();
+    let names: Vec<String> = documents.iter().map(display_name).collect();
     let mut chart = ChartBuilder::on(&body)
         .margin(16)
         .x_label_area_size(44)
@@ -348,6 +383,59 @@ fn percentiles(path: &Path, workload: &str, documents: &[ResultDocument]) -> Dra
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
     }
     legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
+    root.present()?;
+    Ok(())
+}
+
+fn device_reads(path: &Path, workload: &str, documents: &[ResultDocument]) -> DrawResult {
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    let body = frame(
+        &root,
+        &format!("{workload}: bytes read from the device per get"),
+        &documents[0],
+    )?;
+    let value = |d: &ResultDocument| d.io.device_read_bytes_per_get.unwrap_or(0.0);
+    let top = documents.iter().map(value).fold(0.0, f64::max).max(1.0) * 1.25;
+    let names: Vec<String> = documents.iter().map(display_name).collect();
+    let mut chart = ChartBuilder::on(&body)
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(80)
+        .build_cartesian_2d(slots(documents.len()), 0f64..top)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_desc("engine")
+        .y_desc("bytes read from the device per get (run phase)")
+        .x_label_formatter(&|x| slot_name(&names, *x))
+        .y_label_formatter(&|y| format_axis(*y))
+        .draw()?;
+    for (i, doc) in documents.iter().enumerate() {
+        let color = color_of(&doc.target.name);
+        let x = i as i32 * SLOT;
+        let bytes = value(doc);
+        let limit = doc.memory.limit.as_ref().map_or(String::new(), |l| {
+            format!(", limit {} MiB", l.limit_bytes >> 20)
+        });
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(x - SLOT * 35 / 100, 0.0), (x + SLOT * 35 / 100, bytes)],
+                color.filled(),
+            )))?
+            .label(format!(
+                "{} ({} B/get, data {:.1}× memory{limit})",
+                display_name(doc),
+                format_axis(bytes),
+                doc.memory.data_set_to_memory.unwrap_or(0.0)
+            ))
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
+        chart.draw_series(std::iter::once(Text::new(
+            format_axis(bytes),
+            (x, bytes),
+            TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom)),
+        )))?;
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present()?;
     Ok(())
 }

@@ -2,12 +2,15 @@
 //!
 //! A [`ResultDocument`] holds everything needed to trust, compare and redraw
 //! a result without rerunning it: the complete spec (so every parameter and
-//! the durability policy), the target's description, the machine
-//! calibration, the load phase, the throughput of the run phase, latency
-//! percentiles per operation type and overall, the serialized histograms
-//! (HdrHistogram V2 format, base64) from which every percentile and plot can
-//! be recomputed, the per-second time series, bytes on disk (space
-//! amplification) and bytes written to the device (write amplification).
+//! the durability policy), the target's description and sync primitive, the
+//! machine calibration and the memory the target could use, the load phase
+//! and the two settling waits, the throughput of the run phase (and whether
+//! it was capped), latency percentiles per operation type and overall, the
+//! open loop's start lag, the serialized histograms (HdrHistogram V2 format,
+//! base64) from which every percentile and plot can be recomputed, the
+//! per-second time series, the records at the end, bytes on disk (apparent
+//! and allocated: space amplification), bytes written to the device (write
+//! amplification) and bytes read from it per get.
 //!
 //! The layout of a run directory is fixed (the book and the README link into
 //! it) and documented with the schema in `results/README.md`:
@@ -32,17 +35,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, Result, WorkloadError};
 use crate::machine::Machine;
-use crate::runner::{LoadSummary, Measurement, new_histogram};
+use crate::memory_limit::MemoryLimitInfo;
+use crate::runner::{LoadSummary, Measurement, SettleSummary, new_histogram};
 use crate::spec::{Durability, WorkloadSpec};
 
 /// Version of the document layout below.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// What `io.note` says in every document.
 pub const WRITE_AMPLIFICATION_NOTE: &str = "device_write_bytes is the growth of write_bytes in /proc/self/io over the run phase and its final sync: \
      bytes this process sent to the storage layer, counted when pages are dirtied, including every \
      background thread of the engine (flushes, compactions, possibly left over from the load phase). \
-     logical_write_bytes is key + value bytes of the run phase's writes, warm-up included.";
+     logical_write_bytes is key + value bytes of the run phase's writes, warm-up included. \
+     The settles' writes (after the load, after the run) are counted apart; write_amplification_with_settle adds \
+     the second one, the compaction debt the run left. device_read_bytes is the growth of read_bytes over the \
+     run phase: bytes read from the device, page-cache hits excluded.";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResultDocument {
@@ -58,13 +65,21 @@ pub struct ResultDocument {
     pub started_at: String,
     pub harness: HarnessInfo,
     pub machine: Machine,
+    /// The memory the target could use, and the data set against it.
+    pub memory: MemoryInfo,
     pub load: LoadSummary,
+    /// The settling waits after the load and after the run phase.
+    pub settle: SettleInfo,
     pub run: RunSummary,
     /// All operation types together.
     pub overall: LatencySummary,
     /// Per operation type (`read`, `update`, `insert`, `scan`,
     /// `read-modify-write`, `delete`), only those that ran.
     pub operations: BTreeMap<String, LatencySummary>,
+    /// Open loop only: actual minus intended start of each recorded
+    /// operation (the harness's own lag, already inside every latency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_lag: Option<LatencySummary>,
     /// One point per second after the warm-up.
     pub timeline: Vec<TimelinePoint>,
     pub storage: StorageSummary,
@@ -121,6 +136,30 @@ pub struct DurabilityInfo {
     pub policy: Durability,
     /// The policy in words, as printed in tables and plots.
     pub description: String,
+    /// The system call behind a durable write of this target.
+    pub sync_primitive: String,
+}
+
+/// Both settling waits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SettleInfo {
+    pub after_load: SettleSummary,
+    pub after_run: SettleSummary,
+}
+
+/// Memory: the machine's, the limit the target ran under, and the data set
+/// against it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemoryInfo {
+    pub machine_bytes: u64,
+    /// The memory cgroup the target ran in (`memory_limit_mib`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<MemoryLimitInfo>,
+    /// The data set after the run: allocated bytes on disk, or the live key
+    /// and value bytes of a target without files.
+    pub data_set_bytes: u64,
+    /// `data_set_bytes` / (the limit, or else the machine's memory).
+    pub data_set_to_memory: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,6 +177,12 @@ pub struct HarnessInfo {
 pub struct RunSummary {
     /// Measured operations (after warm-up).
     pub operations: u64,
+    /// Operations executed, warm-up included.
+    pub executed_operations: u64,
+    /// Whether a count-bound run stopped at its time cap (`time_cap_secs`)
+    /// before executing all its operations: its end state then differs
+    /// from the other engines'.
+    pub capped: bool,
     /// Seconds from the end of warm-up to the last measured operation.
     pub seconds: f64,
     pub throughput_ops_per_sec: f64,
@@ -177,14 +222,19 @@ pub struct TimelinePoint {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StorageSummary {
+    /// Records at the end of the run (after the settle).
     pub keys: u64,
     /// Live key + value bytes (`Engine::status`).
     pub logical_bytes: u64,
-    /// Bytes of the engine's files after the run's final sync; `null` for
-    /// targets without files.
-    pub disk_bytes: Option<u64>,
-    /// `disk_bytes / logical_bytes`.
+    /// Sum of the lengths of the engine's files after the run settled;
+    /// `null` for targets without files.
+    pub apparent_bytes: Option<u64>,
+    /// Blocks allocated to those files (`st_blocks × 512`).
+    pub allocated_bytes: Option<u64>,
+    /// `allocated_bytes / logical_bytes`.
     pub space_amplification: Option<f64>,
+    /// `apparent_bytes / logical_bytes`.
+    pub apparent_space_amplification: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -194,6 +244,15 @@ pub struct IoSummary {
     /// `device_write_bytes / logical_write_bytes`; `null` for targets
     /// without files (memory) or when either count is unknown or zero.
     pub write_amplification: Option<f64>,
+    /// `(device_write_bytes + settle.after_run.device_write_bytes) /
+    /// logical_write_bytes`.
+    pub write_amplification_with_settle: Option<f64>,
+    /// Point reads of the run phase (read and read-modify-write), warm-up
+    /// included, as the device counter cannot separate them.
+    pub gets: u64,
+    pub device_read_bytes: Option<u64>,
+    /// `device_read_bytes / gets`.
+    pub device_read_bytes_per_get: Option<f64>,
     pub note: String,
 }
 
@@ -263,6 +322,10 @@ pub struct RunContext<'a> {
     /// How the target makes writes durable, when the harness's policy does
     /// not apply to it (a cluster acknowledges only after a WAL fsync).
     pub durability_override: Option<String>,
+    /// The system call behind a durable write (`Target::sync_primitive`).
+    pub sync_primitive: String,
+    /// The memory cgroup the target ran in, if any.
+    pub memory_limit: Option<MemoryLimitInfo>,
 }
 
 impl ResultDocument {
@@ -294,6 +357,20 @@ impl ResultDocument {
         let status = &measurement.status;
         let ratio = |num: u64, den: u64| (den > 0).then(|| num as f64 / den as f64);
         let durability = spec.durability();
+        let start_lag = measurement
+            .start_lag
+            .as_ref()
+            .map(LatencySummary::from_histogram)
+            .transpose()?;
+        let allocated = status.disk.map(|d| d.allocated);
+        let data_set_bytes = allocated.unwrap_or(status.logical_bytes);
+        let memory_bytes = context
+            .memory_limit
+            .as_ref()
+            .map_or(context.machine.memory_bytes, |l| l.limit_bytes);
+        let with_settle = measurement
+            .device_write_bytes
+            .map(|run| run + measurement.settle_after_run.device_write_bytes.unwrap_or(0));
         Ok(ResultDocument {
             schema_version: SCHEMA_VERSION,
             workload: spec.name.clone(),
@@ -307,6 +384,7 @@ impl ResultDocument {
                 description: context
                     .durability_override
                     .unwrap_or_else(|| durability.to_string()),
+                sync_primitive: context.sync_primitive,
             },
             started_at: iso_timestamp(context.started_at),
             harness: HarnessInfo {
@@ -322,9 +400,21 @@ impl ResultDocument {
                 latency_unit: "ns".to_string(),
             },
             machine: context.machine.clone(),
+            memory: MemoryInfo {
+                machine_bytes: context.machine.memory_bytes,
+                limit: context.memory_limit,
+                data_set_bytes,
+                data_set_to_memory: ratio(data_set_bytes, memory_bytes),
+            },
             load: measurement.load.clone(),
+            settle: SettleInfo {
+                after_load: measurement.settle_after_load.clone(),
+                after_run: measurement.settle_after_run.clone(),
+            },
             run: RunSummary {
                 operations: measurement.operations,
+                executed_operations: measurement.executed,
+                capped: measurement.capped,
                 seconds: measurement.seconds,
                 throughput_ops_per_sec: measurement.operations as f64
                     / measurement.seconds.max(1e-9),
@@ -333,14 +423,17 @@ impl ResultDocument {
             },
             overall: LatencySummary::from_histogram(&overall)?,
             operations,
+            start_lag,
             timeline,
             storage: StorageSummary {
                 keys: status.keys,
                 logical_bytes: status.logical_bytes,
-                disk_bytes: status.disk_bytes,
-                space_amplification: status
-                    .disk_bytes
-                    .and_then(|d| ratio(d, status.logical_bytes)),
+                apparent_bytes: status.disk.map(|d| d.apparent),
+                allocated_bytes: allocated,
+                space_amplification: allocated.and_then(|d| ratio(d, status.logical_bytes)),
+                apparent_space_amplification: status
+                    .disk
+                    .and_then(|d| ratio(d.apparent, status.logical_bytes)),
             },
             io: IoSummary {
                 logical_write_bytes: measurement.logical_write_bytes,
@@ -349,8 +442,16 @@ impl ResultDocument {
                 // device; a ratio would only measure the harness.
                 write_amplification: measurement
                     .device_write_bytes
-                    .filter(|_| status.disk_bytes.is_some())
+                    .filter(|_| status.disk.is_some())
                     .and_then(|d| ratio(d, measurement.logical_write_bytes)),
+                write_amplification_with_settle: with_settle
+                    .filter(|_| status.disk.is_some())
+                    .and_then(|d| ratio(d, measurement.logical_write_bytes)),
+                gets: measurement.gets,
+                device_read_bytes: measurement.device_read_bytes,
+                device_read_bytes_per_get: measurement
+                    .device_read_bytes
+                    .and_then(|d| ratio(d, measurement.gets)),
                 note: WRITE_AMPLIFICATION_NOTE.to_string(),
             },
             replication: measurement.replication.clone(),

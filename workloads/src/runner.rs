@@ -1,5 +1,5 @@
-//! The runner: a load phase, then a measured run phase, against any
-//! [`Target`].
+//! The runner: a load phase, a settle, then a measured run phase and a
+//! second settle, against any [`Target`].
 //!
 //! # Load phase
 //!
@@ -7,30 +7,51 @@
 //! and written in buffered batches of [`LOAD_BATCH`] records, followed by one
 //! `sync()` of the target. Only its duration is reported.
 //!
+//! # Settling
+//!
+//! After the load, the target is brought to a quiet state
+//! ([`Target::settle`]: an LSM engine flushes its memtables and waits for
+//! the compactions they trigger), waiting at most `settle_secs`. The time it
+//! took, whether the engine got quiet, and the bytes this process wrote
+//! meanwhile are recorded apart from the run, so an engine's loading backlog
+//! is not charged to the measured run. After the run phase the target
+//! settles again before its space is measured, and the bytes written by that
+//! second settle (the compaction debt the run left) are recorded too.
+//!
 //! # Run phase
 //!
-//! Each worker thread owns its client, its RNG (seeded with `seed + thread
-//! index`, so a fixed seed repeats the same requests), its key chooser and
-//! its histograms; nothing is shared on the hot path except the insert
-//! counter (one relaxed load per operation, one `fetch_add` per insert) and
-//! a progress counter touched every [`PROGRESS_EVERY`] operations. Keys are
-//! formatted into a reused buffer and values are windows at random offsets
-//! of a per-thread random buffer (incompressible, see [`ValuePool`]), so an
-//! operation allocates nothing in the harness.
+//! Each worker thread owns its client, its RNGs (seeded from `seed + thread
+//! index`, so a fixed seed repeats the same requests; operation types draw
+//! from a stream of their own, so every engine gets the same sequence of
+//! operation types even when timing changes how often a key is redrawn),
+//! its key chooser and
+//! its histograms; nothing is shared on the hot path except the
+//! [`AcknowledgedCounter`] of inserts (one atomic load per operation, a
+//! claim and an acknowledgement per insert) and a progress counter touched
+//! every [`PROGRESS_EVERY`] operations. Keys are formatted into a reused
+//! buffer and values are windows at random offsets of a per-thread random
+//! buffer (incompressible, see [`ValuePool`]), so an operation allocates
+//! nothing in the harness.
 //!
 //! * Closed loop (no `rate`): a thread issues its next request when the
 //!   previous one returns. Latency is the call's duration.
 //! * Open loop (`rate`): each thread has a schedule of intended start times
-//!   `rate / threads` apart and latency is measured from the *intended* start,
-//!   not the actual one, so a stall is charged to every request it delayed
-//!   (the correction for coordinated omission).
+//!   `threads / rate` apart and latency is measured from the *intended*
+//!   start, not the actual one, so a stall is charged to every request it
+//!   delayed (the correction for coordinated omission). A thread that is
+//!   early sleeps until the intended start (no spinning, which on a small
+//!   machine would take CPU from the engine's background threads); the
+//!   lateness of each actual start, the harness's own lag, goes into a
+//!   histogram of its own so it can be told apart from the engine's latency.
 //!
-//! Operations that start during the first `warmup_secs` run but are not
-//! recorded. After the warm-up, each operation's latency goes into the
-//! HdrHistogram of its type (nanoseconds, 3 significant digits) and into the
-//! histogram of its second, from which the time series of throughput and
-//! p99 is built. The phase ends after `operation_count` measured operations
-//! (split evenly over threads) or `duration_secs` seconds.
+//! A count-bound phase (the default) executes exactly `warmup_operations +
+//! operation_count` operations, split evenly over threads; the first
+//! `warmup_operations` are executed but not recorded. The phase stops early
+//! only at `time_cap_secs`, and is then marked capped. A duration-bound
+//! phase runs for `warmup_secs + duration_secs`, recording what starts after
+//! the warm-up. Each recorded latency goes into the HdrHistogram of its
+//! operation type (nanoseconds, 3 significant digits) and into the
+//! histogram of its second, from which the time series is built.
 //!
 //! Durability follows [`crate::spec::Durability`]. An operation that fails
 //! stops every thread and the run returns the error: a benchmark that lost
@@ -38,6 +59,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -47,9 +69,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::distribution::{KeyChooser, KeyFormat};
+use crate::distribution::{AcknowledgedCounter, KeyChooser, KeyFormat};
 use crate::error::{Result, WorkloadError};
-use crate::machine::process_write_bytes;
+use crate::machine::{ProcessIo, process_io};
 use crate::progress::{Phase, PhaseLength};
 use crate::results::ReplicationSummary;
 use crate::spec::{DurabilityMode, Mix, WorkloadSpec};
@@ -61,6 +83,9 @@ pub const LOAD_BATCH: usize = 1000;
 const PROGRESS_EVERY: u64 = 1024;
 /// HdrHistogram precision: 3 significant digits.
 pub const SIGNIFICANT_DIGITS: u8 = 3;
+/// Open loop: the timer slack asked of the kernel for sleeping workers
+/// (Linux's default, 50 µs, would be part of every start's lag).
+const TIMER_SLACK_NS: u64 = 1_000;
 
 /// The operation types of a mix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -97,6 +122,11 @@ impl OpKind {
 
     fn writes(self) -> bool {
         !matches!(self, OpKind::Read | OpKind::Scan)
+    }
+
+    /// Whether the operation does a point read (a get).
+    fn gets(self) -> bool {
+        matches!(self, OpKind::Read | OpKind::ReadModifyWrite)
     }
 }
 
@@ -160,6 +190,19 @@ pub struct LoadSummary {
     pub records_per_sec: f64,
 }
 
+/// One settling wait ([`Target::settle`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SettleSummary {
+    pub seconds: f64,
+    /// The longest the wait was allowed to take (`settle_secs`).
+    pub budget_secs: f64,
+    /// Whether the target reported itself quiet within the budget.
+    pub quiet: bool,
+    /// `write_bytes` of `/proc/self/io` during the wait (`null` for remote
+    /// targets or without `/proc`).
+    pub device_write_bytes: Option<u64>,
+}
+
 /// One second of the run phase, over all threads.
 #[derive(Debug, Clone)]
 pub struct Second {
@@ -171,12 +214,21 @@ pub struct Second {
 #[derive(Debug)]
 pub struct Measurement {
     pub load: LoadSummary,
+    pub settle_after_load: SettleSummary,
+    pub settle_after_run: SettleSummary,
     pub by_operation: BTreeMap<OpKind, Histogram<u64>>,
+    /// Open loop: actual start minus intended start of each recorded
+    /// operation. `None` in a closed loop.
+    pub start_lag: Option<Histogram<u64>>,
     pub timeline: Vec<Second>,
-    /// Measured operations (after warm-up).
+    /// Recorded operations (after warm-up).
     pub operations: u64,
-    /// Seconds from the end of the warm-up to the last measured operation.
+    /// Operations executed, warm-up included.
+    pub executed: u64,
+    /// Seconds from the end of the warm-up to the last recorded operation.
     pub seconds: f64,
+    /// Whether a count-bound phase stopped at its time cap.
+    pub capped: bool,
     pub read_misses: u64,
     pub syncs: u64,
     /// Key plus value bytes of every write of the run phase (warm-up too,
@@ -184,6 +236,11 @@ pub struct Measurement {
     pub logical_write_bytes: u64,
     /// `write_bytes` of `/proc/self/io` over the run phase and final sync.
     pub device_write_bytes: Option<u64>,
+    /// `read_bytes` of `/proc/self/io` over the run phase: bytes this
+    /// process read from the block device (page-cache hits are free).
+    pub device_read_bytes: Option<u64>,
+    /// Point reads (read and read-modify-write), warm-up included.
+    pub gets: u64,
     pub status: TargetStatus,
     /// Writes of the run phase, warm-up included.
     pub writes: u64,
@@ -191,19 +248,62 @@ pub struct Measurement {
     pub replication: Option<ReplicationSummary>,
 }
 
-/// Runs the load phase and the run phase of `spec` against `target`.
+/// Runs the load phase, a settle, the run phase and a settle of `spec`
+/// against `target`.
 pub fn run(spec: &WorkloadSpec, target: &dyn Target, label: &str) -> Result<Measurement> {
+    run_with(spec, target, label, &mut || Ok(()))
+}
+
+/// [`run`], calling `after_load` after the load phase and its settle,
+/// before the run phase (a memory-limited run tightens its limit there,
+/// once the engine has flushed its memtables).
+pub fn run_with(
+    spec: &WorkloadSpec,
+    target: &dyn Target,
+    label: &str,
+    after_load: &mut dyn FnMut() -> Result<()>,
+) -> Result<Measurement> {
     target.check(spec)?;
     let load = load(spec, target, label)?;
-    let before = target.is_local().then(process_write_bytes).flatten();
+    let settle_after_load = settle(spec, target)?;
+    after_load()?;
+    let io = || target.is_local().then(process_io).flatten();
+    let before = io();
     let counters = target.counters_before_run()?;
     let mut measurement = run_phase(spec, target, label, load)?;
     target.sync()?;
-    let after = target.is_local().then(process_write_bytes).flatten();
-    measurement.device_write_bytes = before.zip(after).map(|(b, a)| a.saturating_sub(b));
+    let after = io();
+    let delta = |f: fn(&ProcessIo) -> u64| {
+        before
+            .as_ref()
+            .zip(after.as_ref())
+            .map(|(b, a)| f(a).saturating_sub(f(b)))
+    };
+    measurement.device_write_bytes = delta(|io| io.write_bytes);
+    measurement.device_read_bytes = delta(|io| io.read_bytes);
     measurement.replication = target.replication_since(counters, measurement.writes)?;
+    measurement.settle_after_load = settle_after_load;
+    measurement.settle_after_run = settle(spec, target)?;
     measurement.status = target.status()?;
     Ok(measurement)
+}
+
+/// [`Target::settle`], timed, with the bytes written meanwhile.
+fn settle(spec: &WorkloadSpec, target: &dyn Target) -> Result<SettleSummary> {
+    let io = || target.is_local().then(process_io).flatten();
+    let before = io();
+    let started = Instant::now();
+    let quiet = target.settle(Duration::from_secs_f64(spec.settle_secs))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let after = io();
+    Ok(SettleSummary {
+        seconds,
+        budget_secs: spec.settle_secs,
+        quiet,
+        device_write_bytes: before
+            .zip(after)
+            .map(|(b, a)| a.write_bytes.saturating_sub(b.write_bytes)),
+    })
 }
 
 fn load(spec: &WorkloadSpec, target: &dyn Target, label: &str) -> Result<LoadSummary> {
@@ -304,28 +404,48 @@ impl ValuePool {
 
 /// The clock of one run phase, shared by its workers.
 #[derive(Clone, Copy)]
-struct Schedule {
-    /// When measuring starts (end of warm-up).
-    measure_from: Instant,
-    /// When a duration-bound phase ends.
+struct Schedule<'a> {
+    /// Duration-bound: when recording starts (end of the warm-up).
+    /// Count-bound: `None`; the first worker to finish its warm-up
+    /// operations sets `measure_start`.
+    timed_measure_from: Option<Instant>,
+    measure_start: &'a OnceLock<Instant>,
+    /// When the phase ends: the duration's end, or the time cap.
     deadline: Option<Instant>,
+    /// Whether reaching `deadline` means the phase was capped.
+    deadline_is_cap: bool,
     /// Open loop: time between one thread's intended starts.
     interval: Option<Duration>,
     /// Open loop: this thread's first intended start.
     first_start: Instant,
 }
 
+/// How many operations one worker executes in a count-bound phase.
+#[derive(Clone, Copy)]
+struct Quota {
+    warmup: u64,
+    measured: u64,
+}
+
 /// What one worker measured.
 struct WorkerOutcome {
     by_operation: [Histogram<u64>; 6],
+    start_lag: Histogram<u64>,
     seconds: Vec<Second>,
     operations: u64,
-    last_end: Instant,
+    executed: u64,
+    last_end: Option<Instant>,
     read_misses: u64,
     syncs: u64,
     logical_write_bytes: u64,
     /// Writes, warm-up included.
     writes: u64,
+    gets: u64,
+}
+
+/// The share of `total` that thread `t` of `threads` takes.
+fn share(total: u64, t: u64, threads: u64) -> u64 {
+    total * (t + 1) / threads - total * t / threads
 }
 
 fn run_phase(
@@ -335,13 +455,15 @@ fn run_phase(
     load: LoadSummary,
 ) -> Result<Measurement> {
     let threads = spec.threads as u64;
-    let inserted = AtomicU64::new(spec.record_count);
+    let counter = AcknowledgedCounter::new(spec.record_count);
     let done = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
+    let capped = AtomicBool::new(false);
+    let measure_start = OnceLock::new();
     let warmup = Duration::from_secs_f64(spec.warmup_secs);
     let length = match (spec.duration_secs, spec.operation_count) {
         (Some(d), _) => PhaseLength::Time(warmup + Duration::from_secs_f64(d)),
-        (None, Some(ops)) => PhaseLength::Operations(ops),
+        (None, Some(ops)) => PhaseLength::Operations(ops + spec.warmup_operations),
         (None, None) => PhaseLength::Operations(0),
     };
     let mut clients = Vec::new();
@@ -350,7 +472,12 @@ fn run_phase(
     }
     let phase = Phase::start(&format!("{label} run"), length);
     let started = Instant::now();
-    let measure_from = started + warmup;
+    let timed_measure_from = spec.duration_secs.map(|_| started + warmup);
+    let (deadline, deadline_is_cap) = match (spec.duration_secs, spec.time_cap_secs) {
+        (Some(d), _) => (Some(started + warmup + Duration::from_secs_f64(d)), false),
+        (None, Some(cap)) => (Some(started + Duration::from_secs_f64(cap)), true),
+        (None, None) => (None, false),
+    };
     let interval = spec
         .rate
         .map(|rate| Duration::from_secs_f64(spec.threads as f64 / rate));
@@ -358,23 +485,25 @@ fn run_phase(
         let mut handles = Vec::new();
         for (t, client) in clients.into_iter().enumerate() {
             let t = t as u64;
-            let quota = spec
-                .operation_count
-                .map(|ops| ops * (t + 1) / threads - ops * t / threads);
+            let quota = spec.operation_count.map(|ops| Quota {
+                warmup: share(spec.warmup_operations, t, threads),
+                measured: share(ops, t, threads),
+            });
             let schedule = Schedule {
-                measure_from,
-                deadline: spec
-                    .duration_secs
-                    .map(|d| measure_from + Duration::from_secs_f64(d)),
+                timed_measure_from,
+                measure_start: &measure_start,
+                deadline,
+                deadline_is_cap,
                 interval,
                 // Threads start their schedules staggered across one interval.
                 first_start: started
                     + interval.map_or(Duration::ZERO, |i| i * t as u32 / threads as u32),
             };
             let shared = Shared {
-                inserted: &inserted,
+                counter: &counter,
                 done: &done,
                 stop: &stop,
+                capped: &capped,
             };
             handles.push(scope.spawn(move || {
                 let outcome = Worker::new(spec, t, client).run(schedule, quota, shared);
@@ -399,17 +528,25 @@ fn run_phase(
     });
     let outcomes = outcomes?;
     phase.finish();
-    Ok(merge(outcomes, measure_from, load))
+    let measure_from = timed_measure_from
+        .or_else(|| measure_start.get().copied())
+        .unwrap_or(started);
+    let mut measurement = merge(outcomes, measure_from, load, spec.rate.is_some());
+    measurement.capped = capped.load(Ordering::Relaxed);
+    Ok(measurement)
 }
 
-fn merge(outcomes: Vec<WorkerOutcome>, measure_from: Instant, load: LoadSummary) -> Measurement {
+fn merge(
+    outcomes: Vec<WorkerOutcome>,
+    measure_from: Instant,
+    load: LoadSummary,
+    open_loop: bool,
+) -> Measurement {
     let mut by_operation: BTreeMap<OpKind, Histogram<u64>> = BTreeMap::new();
+    let mut start_lag = new_histogram();
     let mut timeline: Vec<Second> = Vec::new();
-    let mut operations = 0;
-    let mut read_misses = 0;
-    let mut syncs = 0;
-    let mut logical_write_bytes = 0;
-    let mut writes = 0;
+    let (mut operations, mut executed, mut read_misses, mut syncs) = (0, 0, 0, 0);
+    let (mut logical_write_bytes, mut writes, mut gets) = (0, 0, 0);
     let mut last_end = measure_from;
     for outcome in outcomes {
         for (kind, histogram) in OpKind::ALL.into_iter().zip(outcome.by_operation) {
@@ -420,6 +557,7 @@ fn merge(outcomes: Vec<WorkerOutcome>, measure_from: Instant, load: LoadSummary)
             // Same bounds on both sides, so adding cannot run out of range.
             let _ = merged.add(&histogram);
         }
+        let _ = start_lag.add(&outcome.start_lag);
         for (i, second) in outcome.seconds.into_iter().enumerate() {
             if timeline.len() <= i {
                 timeline.push(Second {
@@ -431,28 +569,39 @@ fn merge(outcomes: Vec<WorkerOutcome>, measure_from: Instant, load: LoadSummary)
             let _ = timeline[i].latency.add(&second.latency);
         }
         operations += outcome.operations;
+        executed += outcome.executed;
         read_misses += outcome.read_misses;
         syncs += outcome.syncs;
         logical_write_bytes += outcome.logical_write_bytes;
         writes += outcome.writes;
-        last_end = last_end.max(outcome.last_end);
+        gets += outcome.gets;
+        if let Some(end) = outcome.last_end {
+            last_end = last_end.max(end);
+        }
     }
     Measurement {
         load,
+        settle_after_load: SettleSummary::default(),
+        settle_after_run: SettleSummary::default(),
         by_operation,
+        start_lag: open_loop.then_some(start_lag),
         timeline,
         operations,
+        executed,
         seconds: last_end
             .saturating_duration_since(measure_from)
             .as_secs_f64(),
+        capped: false,
         read_misses,
         syncs,
         logical_write_bytes,
         device_write_bytes: None,
+        device_read_bytes: None,
+        gets,
         status: TargetStatus {
             keys: 0,
             logical_bytes: 0,
-            disk_bytes: None,
+            disk: None,
         },
         writes,
         replication: None,
@@ -462,19 +611,27 @@ fn merge(outcomes: Vec<WorkerOutcome>, measure_from: Instant, load: LoadSummary)
 /// The few things workers share.
 #[derive(Clone, Copy)]
 struct Shared<'a> {
-    /// Records inserted so far (the next insert's record number).
-    inserted: &'a AtomicU64,
+    /// Inserted records: claimed and acknowledged.
+    counter: &'a AcknowledgedCounter,
     /// Operations done, for the progress bar.
     done: &'a AtomicU64,
     /// Set when a worker fails, so the others stop.
     stop: &'a AtomicBool,
+    /// Set when a worker stopped at the time cap.
+    capped: &'a AtomicBool,
 }
 
 /// One client thread of the run phase.
 struct Worker<'a> {
     spec: &'a WorkloadSpec,
     client: Box<dyn crate::target::Client>,
+    /// Keys, values and scan lengths.
     rng: SmallRng,
+    /// Operation types only. A key draw may be repeated (while its record
+    /// is not yet acknowledged), and how often depends on timing; with its
+    /// own stream, the sequence of operation types, hence the number of
+    /// inserts, is the same on every engine.
+    op_rng: SmallRng,
     picker: OpPicker,
     chooser: KeyChooser,
     format: KeyFormat,
@@ -496,6 +653,7 @@ impl<'a> Worker<'a> {
         Worker {
             spec,
             client,
+            op_rng: SmallRng::seed_from_u64(spec.seed.wrapping_add(thread) ^ 0x9E37_79B9_7F4A_7C15),
             picker: OpPicker::new(&spec.mix),
             chooser: KeyChooser::for_spec(spec),
             key: format.buffer(),
@@ -508,8 +666,8 @@ impl<'a> Worker<'a> {
     // ANCHOR: hot_loop
     fn run(
         mut self,
-        schedule: Schedule,
-        quota: Option<u64>,
+        schedule: Schedule<'_>,
+        quota: Option<Quota>,
         shared: Shared<'_>,
     ) -> Result<WorkerOutcome> {
         let durability = self.spec.durability();
@@ -517,28 +675,36 @@ impl<'a> Worker<'a> {
         let sync_each_write = durability.mode == DurabilityMode::Sync;
         let batched = durability.mode == DurabilityMode::Batched;
         let value_size = self.spec.value_size;
+        if schedule.interval.is_some() {
+            set_timer_slack();
+        }
         let mut by_operation: [Histogram<u64>; 6] = std::array::from_fn(|_| new_histogram());
+        let mut start_lag = new_histogram();
         let mut seconds: Vec<Second> = Vec::new();
-        let mut operations = 0u64;
-        let mut unreported = 0u64;
-        let mut read_misses = 0u64;
-        let mut syncs = 0u64;
-        let mut logical_write_bytes = 0u64;
-        let mut writes = 0u64;
-        let mut unsynced = 0u64;
-        let mut oldest_unsynced = schedule.measure_from;
+        let (mut operations, mut executed, mut unreported) = (0u64, 0u64, 0u64);
+        let (mut read_misses, mut syncs, mut gets) = (0u64, 0u64, 0u64);
+        let (mut logical_write_bytes, mut writes, mut unsynced) = (0u64, 0u64, 0u64);
+        let mut measure_from = schedule.timed_measure_from;
+        let mut oldest_unsynced = schedule.first_start;
         let mut next_start = schedule.first_start;
-        let mut last_end = schedule.measure_from;
+        let mut last_end = None;
         loop {
-            if quota.is_some_and(|q| operations >= q) || shared.stop.load(Ordering::Relaxed) {
+            if quota.is_some_and(|q| executed >= q.warmup + q.measured)
+                || shared.stop.load(Ordering::Relaxed)
+            {
                 break;
             }
-            let op = self.picker.pick(&mut self.rng);
+            // Count-bound: the first `warmup` operations are not recorded.
+            let warming_up = quota.is_some_and(|q| executed < q.warmup);
+            if quota.is_some() && !warming_up && measure_from.is_none() {
+                measure_from = Some(*schedule.measure_start.get_or_init(Instant::now));
+            }
+            let op = self.picker.pick(&mut self.op_rng);
             let number = if op == OpKind::Insert {
-                shared.inserted.fetch_add(1, Ordering::Relaxed)
+                shared.counter.claim()
             } else {
-                let existing = shared.inserted.load(Ordering::Relaxed);
-                self.chooser.next(&mut self.rng, existing)
+                self.chooser
+                    .next(&mut self.rng, shared.counter.acknowledged())
             };
             self.format.write(number, &mut self.key);
             let value = if op.writes() {
@@ -551,16 +717,19 @@ impl<'a> Worker<'a> {
             } else {
                 0
             };
-            let start = match schedule.interval {
+            let (start, lag) = match schedule.interval {
                 Some(interval) => {
                     let intended = next_start;
                     next_start += interval;
-                    wait_until(intended);
-                    intended
+                    sleep_until(intended);
+                    (intended, Instant::now().saturating_duration_since(intended))
                 }
-                None => Instant::now(),
+                None => (Instant::now(), Duration::ZERO),
             };
             if schedule.deadline.is_some_and(|d| start >= d) {
+                if schedule.deadline_is_cap {
+                    shared.capped.store(true, Ordering::Relaxed);
+                }
                 break;
             }
             let durable = sync_each_write;
@@ -572,7 +741,11 @@ impl<'a> Worker<'a> {
                     }
                 }
                 OpKind::Update => client.update(&self.key, value, durable)?,
-                OpKind::Insert => client.insert(&self.key, value, durable)?,
+                OpKind::Insert => {
+                    client.insert(&self.key, value, durable)?;
+                    // Only now may readers choose this record.
+                    shared.counter.acknowledge(number);
+                }
                 OpKind::Scan => {
                     client.scan(&self.key, scan_length)?;
                 }
@@ -597,22 +770,32 @@ impl<'a> Worker<'a> {
                     }
                 }
             }
+            gets += u64::from(op.gets());
             let end = Instant::now();
+            executed += 1;
             unreported += 1;
             if unreported == PROGRESS_EVERY {
                 shared.done.fetch_add(unreported, Ordering::Relaxed);
                 unreported = 0;
             }
-            if start < schedule.measure_from {
+            let recorded_from = match quota {
+                // Count-bound: every operation after the warm-up ones.
+                Some(_) if warming_up => None,
+                Some(_) => measure_from,
+                // Duration-bound: every operation that started after it.
+                None => measure_from.filter(|from| start >= *from),
+            };
+            let Some(from) = recorded_from else {
                 continue;
-            }
+            };
             let nanos = end.saturating_duration_since(start).as_nanos() as u64;
             by_operation[op as usize].saturating_record(nanos);
+            if schedule.interval.is_some() {
+                start_lag.saturating_record(lag.as_nanos() as u64);
+            }
             // Bucketed by start, so a duration-bound phase has exactly
             // `duration` buckets and no sliver of a last one.
-            let second = start
-                .saturating_duration_since(schedule.measure_from)
-                .as_secs() as usize;
+            let second = start.saturating_duration_since(from).as_secs() as usize;
             while seconds.len() <= second {
                 seconds.push(Second {
                     operations: 0,
@@ -622,7 +805,7 @@ impl<'a> Worker<'a> {
             seconds[second].operations += 1;
             seconds[second].latency.saturating_record(nanos);
             operations += 1;
-            last_end = end;
+            last_end = Some(end);
         }
         if unsynced > 0 {
             // Untimed: the run's last writes are made durable like the rest.
@@ -632,55 +815,65 @@ impl<'a> Worker<'a> {
         shared.done.fetch_add(unreported, Ordering::Relaxed);
         Ok(WorkerOutcome {
             by_operation,
+            start_lag,
             seconds,
             operations,
+            executed,
             last_end,
             read_misses,
             syncs,
             logical_write_bytes,
             writes,
+            gets,
         })
     }
     // ANCHOR_END: hot_loop
 }
 
-/// Sleeps until shortly before `when`, then spins, so open-loop requests
-/// start on time without the sleep's overshoot.
-fn wait_until(when: Instant) {
-    const SPIN: Duration = Duration::from_micros(100);
+/// Sleeps until `when` (at once if it has passed). No spinning: the lag
+/// this leaves is measured, not hidden.
+fn sleep_until(when: Instant) {
     let now = Instant::now();
-    if when <= now {
-        return;
+    if when > now {
+        thread::sleep(when - now);
     }
-    let gap = when - now;
-    if gap > SPIN {
-        thread::sleep(gap - SPIN);
-    }
-    while Instant::now() < when {
-        std::hint::spin_loop();
-    }
+}
+
+/// Asks Linux to wake this thread's sleeps within [`TIMER_SLACK_NS`]
+/// instead of its default 50 µs; harmless where it is refused.
+fn set_timer_slack() {
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and changes
+    // only the calling thread's timer slack; no memory is passed.
+    let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, TIMER_SLACK_NS as libc::c_ulong) };
 }
 
 #[cfg(test)]
 mod tests {
+    use engines::{EngineKind, EngineOptions};
+
     use super::*;
     use crate::spec::resolve_one;
-    use crate::target::NoopTarget;
+    use crate::target::{EngineTarget, NoopTarget};
 
     fn small(name: &str) -> WorkloadSpec {
         let mut spec = resolve_one(name).unwrap();
         spec.record_count = 1000;
         spec.operation_count = Some(20_000);
+        spec.warmup_operations = 0;
         spec.duration_secs = None;
         spec.warmup_secs = 0.0;
+        spec.time_cap_secs = None;
         spec
     }
 
     #[test]
     fn count_bound_run_measures_exactly_the_operations_asked_for() {
-        let spec = small("ycsb-a");
+        let mut spec = small("ycsb-a");
+        spec.warmup_operations = 5_000;
         let m = run(&spec, &NoopTarget, "test").unwrap();
         assert_eq!(m.operations, 20_000);
+        assert_eq!(m.executed, 25_000);
+        assert!(!m.capped);
         let recorded: u64 = m.by_operation.values().map(|h| h.len()).sum();
         assert_eq!(recorded, 20_000);
         let per_second: u64 = m.timeline.iter().map(|s| s.operations).sum();
@@ -689,6 +882,128 @@ mod tests {
             m.by_operation.contains_key(&OpKind::Read)
                 && m.by_operation.contains_key(&OpKind::Update)
         );
+        assert!(m.start_lag.is_none(), "closed loop has no start lag");
+    }
+
+    #[test]
+    fn every_engine_ends_with_the_same_records() {
+        // A fixed operation count and seed: the same inserts on every
+        // engine, whatever their speed.
+        let mut spec = small("write-heavy");
+        spec.operation_count = Some(4_000);
+        spec.warmup_operations = 1_000;
+        let mut keys = Vec::new();
+        for kind in [EngineKind::Memory, EngineKind::Redb, EngineKind::Bitcask] {
+            let dir = tempfile::tempdir().unwrap();
+            let target =
+                EngineTarget::open(kind, &dir.path().join("db"), &EngineOptions::default())
+                    .unwrap();
+            let m = run(&spec, &target, "test").unwrap();
+            assert!(m.settle_after_load.quiet && m.settle_after_run.quiet);
+            assert_eq!(
+                m.read_misses, 0,
+                "{kind:?} read a record it had not written"
+            );
+            keys.push(m.status.keys);
+        }
+        assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+        // About 20% of the 5,000 operations inserted a record.
+        assert!(keys[0] > 1000 + 800 && keys[0] < 1000 + 1200, "{keys:?}");
+    }
+
+    /// A target whose inserts take a while before the record exists, so
+    /// that a reader who picks a record whose insert is still in flight
+    /// misses it.
+    #[derive(Default)]
+    struct SlowInserts {
+        keys: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<Vec<u8>>>>,
+    }
+
+    struct SlowInsertsClient {
+        keys: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<Vec<u8>>>>,
+    }
+
+    impl Target for SlowInserts {
+        fn name(&self) -> String {
+            "slow-inserts".into()
+        }
+        fn description(&self) -> String {
+            "test target".into()
+        }
+        fn connect(&self, _thread: usize) -> Result<Box<dyn crate::target::Client>> {
+            Ok(Box::new(SlowInsertsClient {
+                keys: self.keys.clone(),
+            }))
+        }
+        fn sync(&self) -> Result<()> {
+            Ok(())
+        }
+        fn sync_primitive(&self) -> String {
+            "none".into()
+        }
+        fn status(&self) -> Result<TargetStatus> {
+            Ok(TargetStatus {
+                keys: self.keys.lock().unwrap().len() as u64,
+                logical_bytes: 0,
+                disk: None,
+            })
+        }
+        fn is_local(&self) -> bool {
+            true
+        }
+    }
+
+    impl crate::target::Client for SlowInsertsClient {
+        fn read(&mut self, key: &[u8]) -> Result<bool> {
+            Ok(self.keys.lock().unwrap().contains(key))
+        }
+        fn update(&mut self, _key: &[u8], _value: &[u8], _durable: bool) -> Result<()> {
+            Ok(())
+        }
+        fn insert(&mut self, key: &[u8], _value: &[u8], _durable: bool) -> Result<()> {
+            thread::sleep(Duration::from_micros(200));
+            self.keys.lock().unwrap().insert(key.to_vec());
+            Ok(())
+        }
+        fn scan(&mut self, _start: &[u8], count: usize) -> Result<usize> {
+            Ok(count)
+        }
+        fn delete(&mut self, _key: &[u8], _durable: bool) -> Result<()> {
+            Ok(())
+        }
+        fn insert_batch(&mut self, records: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+            let mut keys = self.keys.lock().unwrap();
+            keys.extend(records.iter().map(|(k, _)| k.clone()));
+            Ok(())
+        }
+        fn sync(&mut self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn reads_never_choose_a_record_whose_insert_is_in_flight() {
+        // ycsb-d reads the newest records while another thread inserts
+        // slowly: a read of a claimed but unwritten record would miss.
+        let mut spec = small("ycsb-d");
+        spec.threads = 2;
+        spec.operation_count = Some(4_000);
+        spec.mix.read = 0.5;
+        spec.mix.insert = 0.5;
+        let m = run(&spec, &SlowInserts::default(), "test").unwrap();
+        assert_eq!(m.read_misses, 0);
+    }
+
+    #[test]
+    fn the_time_cap_stops_a_run_and_marks_it_capped() {
+        let mut spec = small("ycsb-c");
+        spec.operation_count = Some(100_000);
+        // 1,000 ops/s for 100,000 operations would take 100 s.
+        spec.rate = Some(1_000.0);
+        spec.time_cap_secs = Some(0.3);
+        let m = run(&spec, &NoopTarget, "test").unwrap();
+        assert!(m.capped);
+        assert!(m.executed < 1_000, "executed {}", m.executed);
     }
 
     #[test]
@@ -700,6 +1015,7 @@ mod tests {
         assert!((share(OpKind::Update) - 0.75).abs() < 0.01);
         assert!((share(OpKind::Insert) - 0.20).abs() < 0.01);
         assert!((share(OpKind::Read) - 0.05).abs() < 0.01);
+        assert_eq!(m.gets, m.by_operation[&OpKind::Read].len());
     }
 
     #[test]
@@ -714,7 +1030,7 @@ mod tests {
     }
 
     #[test]
-    fn open_loop_keeps_the_rate() {
+    fn open_loop_keeps_the_rate_and_records_its_start_lag() {
         let mut spec = small("ycsb-c");
         spec.operation_count = Some(2000);
         spec.rate = Some(10_000.0);
@@ -724,6 +1040,8 @@ mod tests {
         // 2000 operations at 10k/s take about 0.2 s; the schedule, not the
         // target, decides the pace, so they cannot finish much sooner.
         assert!(m.seconds >= 0.19, "finished in {} s", m.seconds);
+        let lag = m.start_lag.expect("open loop records its start lag");
+        assert_eq!(lag.len(), 2000);
     }
 
     #[test]

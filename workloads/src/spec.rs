@@ -3,10 +3,24 @@
 //!
 //! A [`WorkloadSpec`] fixes everything that decides the numbers: the
 //! operation mix, how keys are chosen, how many records are loaded, how long
-//! the run phase lasts (a count of operations or a duration), the warm-up,
-//! key and value sizes, the number of client threads, closed or open loop,
-//! the durability mode and the seed. The complete spec is copied into every
-//! result document, so a result can always be traced to its settings.
+//! the run phase lasts, the warm-up, key and value sizes, the number of
+//! client threads, closed or open loop, the durability mode, the seed, how
+//! long engines may take to settle, and the memory the engine may use. The
+//! complete spec is copied into every result document, so a result can
+//! always be traced to its settings.
+//!
+//! ## How long a run phase lasts
+//!
+//! * **By operation count** (`operation_count`, YCSB's `operationcount`),
+//!   the default of every built-in engine spec: every engine executes the
+//!   same `warmup_operations + operation_count` operations, so with the same
+//!   seed every engine ends holding the same records and latency and space
+//!   are compared on the same data set. `time_cap_secs` bounds a slow
+//!   engine; a run that hits it is marked *capped* in every table, plot and
+//!   log line, because its end state differs from the others'.
+//! * **By duration** (`duration_secs`, with `warmup_secs`): faster engines
+//!   execute more operations, insert more records and end larger. Still
+//!   available (`--duration`) for questions about behaviour over time.
 //!
 //! Specs enter in three ways:
 //!
@@ -84,16 +98,20 @@ pub enum DistributionKind {
     /// Zipfian over recency: the most recently inserted record is the most
     /// popular (YCSB's "latest", for workload D).
     Latest,
+    /// A hot set of the loaded records gets a fixed share of the requests
+    /// (YCSB's "hotspot").
+    Hotspot,
 }
 
 impl DistributionKind {
-    pub const VALID: &'static str = "uniform, zipfian, latest";
+    pub const VALID: &'static str = "uniform, zipfian, latest, hotspot";
 
     pub fn name(self) -> &'static str {
         match self {
             DistributionKind::Uniform => "uniform",
             DistributionKind::Zipfian => "zipfian",
             DistributionKind::Latest => "latest",
+            DistributionKind::Hotspot => "hotspot",
         }
     }
 }
@@ -255,10 +273,33 @@ pub struct WorkloadSpec {
     /// ...or the measured length of the run phase, in seconds.
     #[serde(default)]
     pub duration_secs: Option<f64>,
-    /// Seconds at the start of the run phase whose operations are executed
-    /// but not measured.
+    /// Duration-bound runs: seconds at the start of the run phase whose
+    /// operations are executed but not measured.
     #[serde(default)]
     pub warmup_secs: f64,
+    /// Count-bound runs: operations executed before the measured ones
+    /// (total over all threads), the same for every engine.
+    #[serde(default)]
+    pub warmup_operations: u64,
+    /// Count-bound runs: the longest the run phase may take, in seconds; a
+    /// run that reaches it stops and is marked capped.
+    #[serde(default)]
+    pub time_cap_secs: Option<f64>,
+    /// The longest each settling wait (after the load, after the run) may
+    /// take, in seconds.
+    #[serde(default = "default_settle_secs")]
+    pub settle_secs: f64,
+    /// Runs each engine in a child process whose memory (its own and the
+    /// page cache it fills) is limited to this many MiB by a memory cgroup,
+    /// so a data set larger than the limit cannot be cached.
+    #[serde(default)]
+    pub memory_limit_mib: Option<u64>,
+    /// `hotspot`: the fraction of the loaded records that is hot.
+    #[serde(default = "default_hot_data")]
+    pub hotspot_data_fraction: f64,
+    /// `hotspot`: the fraction of requests that go to the hot records.
+    #[serde(default = "default_hot_ops")]
+    pub hotspot_op_fraction: f64,
     /// Key length in bytes: `user` followed by the zero-padded hashed
     /// record number (at least 24, so every 64-bit hash fits).
     #[serde(default = "default_key_size")]
@@ -318,6 +359,15 @@ fn default_batch_ms() -> u64 {
 fn default_seed() -> u64 {
     42
 }
+fn default_settle_secs() -> f64 {
+    60.0
+}
+fn default_hot_data() -> f64 {
+    0.2
+}
+fn default_hot_ops() -> f64 {
+    0.8
+}
 
 /// `user` plus the 20 decimal digits of the largest 64-bit hash.
 pub const MIN_KEY_SIZE: usize = 24;
@@ -326,8 +376,12 @@ const MAX_VALUE_SIZE: usize = 16 << 20;
 const MAX_THREADS: usize = 1024;
 
 /// The built-in specs, compiled in from `workloads/specs/`.
-const BUILT_IN: [(&str, &str); 11] = [
+const BUILT_IN: [(&str, &str); 12] = [
     ("read-heavy", include_str!("../specs/read-heavy.toml")),
+    (
+        "read-heavy-large",
+        include_str!("../specs/read-heavy-large.toml"),
+    ),
     ("write-heavy", include_str!("../specs/write-heavy.toml")),
     ("ycsb-a", include_str!("../specs/ycsb-a.toml")),
     ("ycsb-b", include_str!("../specs/ycsb-b.toml")),
@@ -344,7 +398,9 @@ const BUILT_IN: [(&str, &str); 11] = [
 ];
 
 /// Built-in workloads written for the metcd cluster (`--target cluster`):
-/// `cluster` stands for them, and `all` (the engines' suite) leaves them out.
+/// `cluster` stands for them, and `all` (the engines' suite) leaves them out,
+/// as it leaves out the memory-limited `read-heavy-large` (which needs a
+/// memory cgroup and several minutes).
 pub const CLUSTER_PREFIX: &str = "cluster-";
 
 /// The workloads `default` stands for.
@@ -383,7 +439,7 @@ pub fn resolve_list(list: &str) -> Result<Vec<WorkloadSpec>> {
         let found = match item {
             "all" => built_in_specs()?
                 .into_iter()
-                .filter(|s| !s.name.starts_with(CLUSTER_PREFIX))
+                .filter(|s| !s.name.starts_with(CLUSTER_PREFIX) && s.memory_limit_mib.is_none())
                 .collect(),
             "cluster" => built_in_specs()?
                 .into_iter()
@@ -475,7 +531,8 @@ impl WorkloadSpec {
     /// `fieldlength` as the value size (one value holds all fields),
     /// `maxscanlength`, `scanlengthdistribution` (uniform only),
     /// `insertorder` (hashed only), `zipfianconstant`, `threadcount`,
-    /// `target` (open loop). YCSB's defaults apply to missing keys. Other
+    /// `target` (open loop), `hotspotdatafraction`, `hotspotopnfraction`,
+    /// `maxexecutiontime` (the time cap). YCSB's defaults apply to missing keys. Other
     /// keys (the `workload` class, `readallfields`, ...) do not change what
     /// this harness measures and are listed in the description as ignored.
     pub fn from_ycsb_properties(text: &str, file: &str, name: &str) -> Result<WorkloadSpec> {
@@ -522,6 +579,7 @@ impl WorkloadSpec {
             "uniform" => DistributionKind::Uniform,
             "zipfian" => DistributionKind::Zipfian,
             "latest" => DistributionKind::Latest,
+            "hotspot" => DistributionKind::Hotspot,
             other => {
                 return Err(WorkloadError::spec(
                     file,
@@ -552,6 +610,7 @@ impl WorkloadSpec {
         let value_size =
             usize::try_from(field_count.saturating_mul(field_length)).unwrap_or(usize::MAX);
         let target = number("target", 0.0)?;
+        let max_execution = integer("maxexecutiontime", 0)?;
         let ignored: Vec<&str> = props
             .keys()
             .map(String::as_str)
@@ -580,6 +639,12 @@ impl WorkloadSpec {
             operation_count: Some(integer("operationcount", 1000)?),
             duration_secs: None,
             warmup_secs: 0.0,
+            warmup_operations: 0,
+            time_cap_secs: (max_execution > 0).then_some(max_execution as f64),
+            settle_secs: default_settle_secs(),
+            memory_limit_mib: None,
+            hotspot_data_fraction: number("hotspotdatafraction", default_hot_data())?,
+            hotspot_op_fraction: number("hotspotopnfraction", default_hot_ops())?,
             key_size: MIN_KEY_SIZE,
             value_size,
             max_scan_length: usize::try_from(integer("maxscanlength", 1000)?).unwrap_or(usize::MAX),
@@ -640,6 +705,58 @@ impl WorkloadSpec {
             }
             _ => {}
         }
+        if self.operation_count.is_some() && self.warmup_secs > 0.0 {
+            return err(
+                "warmup_secs",
+                "a run bounded by operation_count warms up by operations, so every engine executes the same ones; \
+                 accepted: warmup_operations (--warmup-ops) instead, or duration_secs (--duration) for a timed run"
+                    .into(),
+            );
+        }
+        if self.duration_secs.is_some()
+            && (self.warmup_operations > 0 || self.time_cap_secs.is_some())
+        {
+            return err(
+                "warmup_operations",
+                "warmup_operations and time_cap_secs belong to runs bounded by operation_count; \
+                 accepted: warmup_secs (--warmup) with duration_secs"
+                    .into(),
+            );
+        }
+        if let Some(cap) = self.time_cap_secs
+            && !(cap.is_finite() && cap > 0.0 && cap <= 86_400.0)
+        {
+            return err(
+                "time_cap_secs",
+                format!("{cap} is out of range; accepted: more than 0 and at most 86400 seconds"),
+            );
+        }
+        if !(self.settle_secs.is_finite() && (0.0..=3600.0).contains(&self.settle_secs)) {
+            return err(
+                "settle_secs",
+                format!(
+                    "{} is out of range; accepted: 0 to 3600 seconds",
+                    self.settle_secs
+                ),
+            );
+        }
+        if self.memory_limit_mib == Some(0) {
+            return err(
+                "memory_limit_mib",
+                "0 MiB; accepted: at least 1 (or leave it out for no limit)".into(),
+            );
+        }
+        for (field, p) in [
+            ("hotspot_data_fraction", self.hotspot_data_fraction),
+            ("hotspot_op_fraction", self.hotspot_op_fraction),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return err(
+                    field,
+                    format!("{p} is out of range; accepted: a fraction from 0 to 1"),
+                );
+            }
+        }
         if !(self.warmup_secs.is_finite() && (0.0..=3600.0).contains(&self.warmup_secs)) {
             return err(
                 "warmup_secs",
@@ -687,8 +804,10 @@ impl WorkloadSpec {
                 format!("{rate}; accepted: a positive number of operations per second"),
             );
         }
-        if self.distribution != DistributionKind::Uniform
-            && !(self.zipfian_theta > 0.0 && self.zipfian_theta < 1.0)
+        if matches!(
+            self.distribution,
+            DistributionKind::Zipfian | DistributionKind::Latest
+        ) && !(self.zipfian_theta > 0.0 && self.zipfian_theta < 1.0)
         {
             return err(
                 "zipfian_theta",
@@ -741,8 +860,19 @@ impl WorkloadSpec {
     /// WAL fsync, whatever the spec's policy says).
     pub fn settings_line_with(&self, durability: &str) -> String {
         let length = match (self.operation_count, self.duration_secs) {
-            (Some(ops), _) => format!("{ops} ops"),
-            (_, Some(d)) => format!("{} s", trim_float(d)),
+            (Some(ops), _) => format!(
+                "{ops} ops after {} warm-up ops{}",
+                self.warmup_operations,
+                self.time_cap_secs.map_or(String::new(), |c| format!(
+                    " (capped at {} s)",
+                    trim_float(c)
+                ))
+            ),
+            (_, Some(d)) => format!(
+                "{} s after {} s warm-up",
+                trim_float(d),
+                trim_float(self.warmup_secs)
+            ),
             _ => String::new(),
         };
         let loop_kind = match self.rate {
@@ -757,15 +887,22 @@ impl WorkloadSpec {
             ),
             DistributionKind::Latest => format!("latest θ={}", self.zipfian_theta),
             DistributionKind::Uniform => "uniform".to_string(),
+            DistributionKind::Hotspot => format!(
+                "hotspot ({}% of requests to {}% of records)",
+                trim_float(self.hotspot_op_fraction * 100.0),
+                trim_float(self.hotspot_data_fraction * 100.0)
+            ),
         };
+        let memory = self
+            .memory_limit_mib
+            .map_or(String::new(), |m| format!("; memory limited to {m} MiB"));
         format!(
-            "{}; {distribution}; {} records, {} B keys, {} B values; {} threads, {loop_kind}; {length} after {} s warm-up; durability {}; seed {}",
+            "{}; {distribution}; {} records, {} B keys, {} B values; {} threads, {loop_kind}; {length}; durability {}; seed {}{memory}",
             self.mix.describe(),
             self.record_count,
             self.key_size,
             self.value_size,
             self.threads,
-            trim_float(self.warmup_secs),
             durability,
             self.seed
         )
@@ -779,6 +916,9 @@ pub struct Overrides {
     pub operation_count: Option<u64>,
     pub duration_secs: Option<f64>,
     pub warmup_secs: Option<f64>,
+    pub warmup_operations: Option<u64>,
+    pub time_cap_secs: Option<f64>,
+    pub settle_secs: Option<f64>,
     pub threads: Option<usize>,
     pub rate: Option<f64>,
     pub seed: Option<u64>,
@@ -790,21 +930,38 @@ pub struct Overrides {
 
 impl Overrides {
     /// Applies the overrides and validates the result. A count replaces a
-    /// duration and the other way round.
+    /// duration and the other way round, and takes the other kind's warm-up
+    /// (and time cap) with it.
     pub fn apply(&self, spec: &mut WorkloadSpec) -> Result<()> {
         if let Some(v) = self.record_count {
             spec.record_count = v;
         }
         if let Some(v) = self.operation_count {
+            if spec.duration_secs.is_some() {
+                spec.warmup_secs = 0.0;
+            }
             spec.operation_count = Some(v);
             spec.duration_secs = None;
         }
         if let Some(v) = self.duration_secs {
+            if spec.operation_count.is_some() {
+                spec.warmup_operations = 0;
+                spec.time_cap_secs = None;
+            }
             spec.duration_secs = Some(v);
             spec.operation_count = None;
         }
         if let Some(v) = self.warmup_secs {
             spec.warmup_secs = v;
+        }
+        if let Some(v) = self.warmup_operations {
+            spec.warmup_operations = v;
+        }
+        if let Some(v) = self.time_cap_secs {
+            spec.time_cap_secs = Some(v);
+        }
+        if let Some(v) = self.settle_secs {
+            spec.settle_secs = v;
         }
         if let Some(v) = self.threads {
             spec.threads = v;
@@ -833,10 +990,14 @@ impl Overrides {
 }
 
 const TOML_FIELDS: &str = "name, description, mix (read, update, insert, scan, read_modify_write, delete), \
-     distribution, zipfian_theta, scrambled, record_count, operation_count, duration_secs, warmup_secs, \
-     key_size, value_size, max_scan_length, threads, rate, durability, batch_ops, batch_ms, seed";
+     distribution, zipfian_theta, scrambled, hotspot_data_fraction, hotspot_op_fraction, record_count, \
+     operation_count, warmup_operations, time_cap_secs, duration_secs, warmup_secs, settle_secs, memory_limit_mib, \
+     key_size, value_size, max_scan_length, threads, rate, durability, batch_ops, batch_ms, seed, read_consistency";
 
-const YCSB_KEYS: [&str; 14] = [
+const YCSB_KEYS: [&str; 17] = [
+    "hotspotdatafraction",
+    "hotspotopnfraction",
+    "maxexecutiontime",
     "recordcount",
     "operationcount",
     "readproportion",
@@ -887,7 +1048,7 @@ mod tests {
         assert_eq!(names, DEFAULT_SUITE);
         assert_eq!(
             resolve_list("all,ycsb-a").unwrap().len(),
-            BUILT_IN.len() - 3
+            BUILT_IN.len() - 4
         );
         assert_eq!(resolve_list("cluster").unwrap().len(), 3);
     }
@@ -934,6 +1095,51 @@ mod tests {
                 .to_string()
                 .contains("threads")
         );
+    }
+
+    #[test]
+    fn built_in_engine_specs_are_count_bound_and_the_large_one_exceeds_its_memory() {
+        for spec in built_in_specs().unwrap() {
+            if spec.name.starts_with(CLUSTER_PREFIX) {
+                continue;
+            }
+            assert!(
+                spec.operation_count.is_some() && spec.time_cap_secs.is_some(),
+                "{} should run a fixed operation count with a time cap",
+                spec.name
+            );
+        }
+        let large = resolve_one("read-heavy-large").unwrap();
+        let limit = large.memory_limit_mib.unwrap() << 20;
+        let data = large.record_count * (large.key_size + large.value_size) as u64;
+        assert!(
+            data >= 4 * limit,
+            "{data} bytes of data under a {limit}-byte limit"
+        );
+        assert!(
+            !resolve_list("all")
+                .unwrap()
+                .iter()
+                .any(|s| s.name == "read-heavy-large")
+        );
+    }
+
+    #[test]
+    fn warm_ups_match_how_the_run_is_bounded() {
+        let mut spec = resolve_one("ycsb-a").unwrap();
+        spec.warmup_secs = 2.0;
+        let err = spec.validate("x").unwrap_err().to_string();
+        assert!(err.contains("warmup_operations"), "{err}");
+        // Switching to a duration takes the count's warm-up and cap away.
+        let mut spec = resolve_one("ycsb-a").unwrap();
+        Overrides {
+            duration_secs: Some(1.0),
+            warmup_secs: Some(0.5),
+            ..Overrides::default()
+        }
+        .apply(&mut spec)
+        .unwrap();
+        assert_eq!((spec.warmup_operations, spec.time_cap_secs), (0, None));
     }
 
     #[test]

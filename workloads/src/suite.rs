@@ -6,11 +6,18 @@
 //! 1. the results directory is created and proven writable (a probe file is
 //!    written and removed) before anything is measured;
 //! 2. the machine is calibrated against the data directory and
-//!    `machine.json` is written;
+//!    `machine.json` is written; a data directory on tmpfs (or ramfs) is
+//!    refused for workloads whose writes sync, since `fsync` costs nothing
+//!    there and the results would say nothing about durability, unless the
+//!    caller allows it (`--allow-tmpfs`);
 //! 3. for each workload and engine: a fresh temporary directory under the
-//!    data directory, the engine opened in it, load phase, run phase, the
-//!    result document written to `<workload>/<engine>.json`, the engine
-//!    closed and its directory removed;
+//!    data directory, the engine opened in it, load phase, settle, run
+//!    phase, settle, the result document written to
+//!    `<workload>/<engine>.json`, the engine closed and its directory
+//!    removed. A workload with `memory_limit_mib` runs each engine in a
+//!    child process inside a memory cgroup of that size (see
+//!    [`crate::memory_limit`]); the memory engine, which holds the data set
+//!    in RAM, is skipped there;
 //! 4. `summary.md` files, plots and `index.md` are written from the JSON.
 //!
 //! With a cluster instead of engines, step 3 targets the running cluster
@@ -24,17 +31,20 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::SystemTime;
 
 use engines::{EngineKind, EngineOptions};
+use serde::{Deserialize, Serialize};
 
 use crate::cluster_target::ClusterTarget;
 use crate::error::{IoContext, Result, WorkloadError};
-use crate::machine::{Machine, format_nanos};
+use crate::machine::{Machine, format_nanos, is_memory_filesystem};
+use crate::memory_limit::{self, LimitFiles, MemoryCgroup, MemoryLimitInfo};
 use crate::report::{MACHINE_FILE, write_reports};
 use crate::results::{ResultDocument, RunContext};
 use crate::runner;
-use crate::spec::WorkloadSpec;
+use crate::spec::{DurabilityMode, WorkloadSpec};
 use crate::target::{EngineTarget, Target};
 
 /// What to run and where.
@@ -50,6 +60,8 @@ pub struct Suite {
     pub engine_options: EngineOptions,
     /// Run against a metcd cluster instead of `engines`.
     pub cluster: Option<ClusterChoice>,
+    /// Run workloads whose writes sync even on tmpfs.
+    pub allow_tmpfs: bool,
 }
 
 /// Which metcd cluster a suite runs against.
@@ -102,6 +114,7 @@ impl Suite {
             .context(|| format!("cannot create data directory {}", self.data_dir.display()))?;
         let machine = Machine::calibrate(&self.data_dir)?;
         eprintln!("machine: {}", machine.summary());
+        self.refuse_memory_filesystem(&machine)?;
         let machine_json =
             serde_json::to_string_pretty(&machine).map_err(|e| WorkloadError::Results {
                 context: "serializing machine.json".into(),
@@ -126,7 +139,18 @@ impl Suite {
                 continue;
             }
             for &kind in &self.engines {
-                if let Err(e) = self.run_one(spec, kind, &machine) {
+                if spec.memory_limit_mib.is_some() && kind == EngineKind::Memory {
+                    eprintln!(
+                        "  {:<8} skipped: it holds the whole data set in RAM, which the memory limit forbids",
+                        kind.name()
+                    );
+                    continue;
+                }
+                let outcome = match spec.memory_limit_mib {
+                    Some(mib) => self.run_isolated(spec, kind, &machine, mib << 20),
+                    None => self.run_one(spec, kind, &machine, None, &mut || Ok(())),
+                };
+                if let Err(e) = outcome {
                     eprintln!("  {:<8} FAILED: {e}", kind.name());
                     failures.push(Failure {
                         workload: spec.name.clone(),
@@ -140,7 +164,106 @@ impl Suite {
         Ok(failures)
     }
 
-    fn run_one(&self, spec: &WorkloadSpec, kind: EngineKind, machine: &Machine) -> Result<()> {
+    /// Refuses durable modes on a memory filesystem unless allowed.
+    fn refuse_memory_filesystem(&self, machine: &Machine) -> Result<()> {
+        let fs = &machine.filesystem;
+        if self.allow_tmpfs || !is_memory_filesystem(&fs.fs_type) {
+            return Ok(());
+        }
+        let syncing: Vec<&str> = self
+            .specs
+            .iter()
+            .filter(|s| self.cluster.is_some() || s.durability != DurabilityMode::None)
+            .map(|s| s.name.as_str())
+            .collect();
+        if syncing.is_empty() {
+            return Ok(());
+        }
+        Err(WorkloadError::Refused(format!(
+            "the data directory {} is on {} ({}), where fsync costs nothing, so the durable writes of {} \
+             would measure no durability at all; pass --data-dir on a disk (e.g. /var/tmp), \
+             --durability none, or --allow-tmpfs to run anyway",
+            machine.data_dir.display(),
+            fs.fs_type,
+            fs.mount_point,
+            syncing.join(", ")
+        )))
+    }
+
+    /// Runs one engine in a child `workbench run-job` process inside a
+    /// memory cgroup of `limit_bytes`.
+    fn run_isolated(
+        &self,
+        spec: &WorkloadSpec,
+        kind: EngineKind,
+        machine: &Machine,
+        limit_bytes: u64,
+    ) -> Result<()> {
+        let cgroup = MemoryCgroup::create(limit_bytes)?;
+        let job = Job {
+            spec: spec.clone(),
+            engine: kind,
+            engine_options: self.engine_options.clone(),
+            out_dir: self.out_dir.clone(),
+            data_dir: self.data_dir.clone(),
+            machine: machine.clone(),
+            procs_file: cgroup.procs_file(),
+            limit_files: cgroup.limit_files(),
+            limit: cgroup.info(),
+        };
+        let job_file = tempfile::Builder::new()
+            .prefix("metcd-job-")
+            .suffix(".json")
+            .tempfile_in(&self.data_dir)
+            .context(|| format!("cannot create a job file in {}", self.data_dir.display()))?;
+        let text = serde_json::to_string(&job).map_err(|e| WorkloadError::Results {
+            context: "serializing a job".into(),
+            message: e.to_string(),
+        })?;
+        fs::write(job_file.path(), text)
+            .context(|| format!("cannot write {}", job_file.path().display()))?;
+        let exe = std::env::current_exe()
+            .context(|| "cannot find the workbench executable to run a job".to_string())?;
+        let status = Command::new(&exe)
+            .arg("run-job")
+            .arg(job_file.path())
+            .status()
+            .context(|| format!("cannot start {}", exe.display()))?;
+        if !status.success() {
+            let oom = cgroup.oom_kills().unwrap_or(0);
+            let why = if oom > 0 {
+                format!(
+                    "killed by the kernel's OOM killer: its own memory (caches, memtables, key \
+                     directory) needed more than the {} MiB limit, page cache aside",
+                    limit_bytes >> 20
+                )
+            } else {
+                format!("the child process failed ({status})")
+            };
+            return Err(WorkloadError::Target {
+                target: kind.name().to_string(),
+                operation: format!("{} in a memory cgroup", spec.name),
+                message: why,
+            });
+        }
+        // The child wrote the document; add the cgroup's peak usage.
+        let path = self
+            .out_dir
+            .join(&spec.name)
+            .join(format!("{}.json", kind.name()));
+        let mut document = ResultDocument::read(&path)?;
+        document.memory.limit = Some(cgroup.info());
+        document.write(&path)
+    }
+
+    fn run_one(
+        &self,
+        spec: &WorkloadSpec,
+        kind: EngineKind,
+        machine: &Machine,
+        memory_limit: Option<MemoryLimitInfo>,
+        after_load: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("metcd-{}-{}-", spec.name, kind.name()))
             .tempdir_in(&self.data_dir)
@@ -152,7 +275,7 @@ impl Suite {
             })?;
         let started_at = SystemTime::now();
         let target = EngineTarget::open(kind, dir.path(), &self.engine_options)?;
-        self.measure(spec, &target, machine, started_at)?;
+        self.measure(spec, &target, machine, started_at, memory_limit, after_load)?;
         drop(target);
         dir.close().context(|| {
             format!(
@@ -177,7 +300,7 @@ impl Suite {
                 ClusterTarget::spawn(metcd, *engine, &self.data_dir, spec.read_consistency)?
             }
         };
-        self.measure(spec, &target, machine, started_at)
+        self.measure(spec, &target, machine, started_at, None, &mut || Ok(()))
     }
 
     /// Load and run phases on `target`, then its result document.
@@ -187,10 +310,12 @@ impl Suite {
         target: &dyn Target,
         machine: &Machine,
         started_at: SystemTime,
+        memory_limit: Option<MemoryLimitInfo>,
+        after_load: &mut dyn FnMut() -> Result<()>,
     ) -> Result<()> {
         let name = target.name();
         let label = format!("{} {}", spec.name, name);
-        let measurement = runner::run(spec, target, &label)?;
+        let measurement = runner::run_with(spec, target, &label, after_load)?;
         let document = ResultDocument::build(
             RunContext {
                 spec,
@@ -199,6 +324,8 @@ impl Suite {
                 machine,
                 started_at,
                 durability_override: target.durability_override(),
+                sync_primitive: target.sync_primitive(),
+                memory_limit,
             },
             &measurement,
         )?;
@@ -213,13 +340,23 @@ impl Suite {
                     .map_or("n/a".to_string(), |v| format!("{v:.3}")),
             )
         });
+        let capped = if document.run.capped {
+            format!(
+                "  CAPPED after {} of {} operations",
+                document.run.executed_operations,
+                spec.operation_count.unwrap_or(0) + spec.warmup_operations
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "  {:<8} {:>10.0} ops/s  p50 {:>10}  p99 {:>10}  p99.9 {:>10}  space amp {}  write amp {}{replication}",
+            "  {:<8} {:>10.0} ops/s  p50 {:>10}  p99 {:>10}  p99.9 {:>10}  records {}  space amp {}  write amp {}  settled {:.1} s{replication}{capped}",
             name,
             document.run.throughput_ops_per_sec,
             format_nanos(document.overall.p50_ns),
             format_nanos(document.overall.p99_ns),
             format_nanos(document.overall.p999_ns),
+            document.storage.keys,
             document
                 .storage
                 .space_amplification
@@ -228,7 +365,133 @@ impl Suite {
                 .io
                 .write_amplification
                 .map_or("n/a".to_string(), |v| format!("{v:.2}")),
+            document.settle.after_load.seconds,
         );
         Ok(())
+    }
+}
+
+/// What a child `workbench run-job` process runs: one workload on one
+/// engine inside a memory cgroup, its result written where the suite
+/// expects it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub spec: WorkloadSpec,
+    pub engine: EngineKind,
+    pub engine_options: EngineOptions,
+    pub out_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub machine: Machine,
+    /// The cgroup to join before anything else.
+    pub procs_file: PathBuf,
+    /// Where to tighten the limit once the load is done.
+    pub limit_files: LimitFiles,
+    pub limit: MemoryLimitInfo,
+}
+
+/// The child's side of [`Suite`]'s memory-limited runs: joins the cgroup,
+/// then loads, runs and writes the result like any other run.
+pub fn run_job(job_file: &Path) -> Result<()> {
+    let text = fs::read_to_string(job_file)
+        .context(|| format!("cannot read job file {}", job_file.display()))?;
+    let job: Job = serde_json::from_str(&text).map_err(|e| WorkloadError::Results {
+        context: format!("{} is not a job file", job_file.display()),
+        message: e.to_string(),
+    })?;
+    memory_limit::join(&job.procs_file)?;
+    let suite = Suite {
+        specs: vec![job.spec.clone()],
+        engines: vec![job.engine],
+        out_dir: job.out_dir,
+        data_dir: job.data_dir,
+        engine_options: job.engine_options,
+        cluster: None,
+        allow_tmpfs: true,
+    };
+    let (files, final_limit) = (job.limit_files.clone(), job.limit.limit_bytes);
+    suite.run_one(
+        &job.spec,
+        job.engine,
+        &job.machine,
+        Some(job.limit),
+        &mut || files.set(final_limit),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::{Filesystem, FsyncLatency};
+    use crate::spec::resolve_one;
+
+    fn machine_on(fs_type: &str) -> Machine {
+        Machine {
+            cpu_model: "test".into(),
+            cores: 2,
+            memory_bytes: 1 << 30,
+            kernel: "test".into(),
+            data_dir: PathBuf::from("/dev/shm/data"),
+            filesystem: Filesystem {
+                mount_point: "/dev/shm".into(),
+                device: "tmpfs".into(),
+                fs_type: fs_type.into(),
+                options: String::new(),
+            },
+            fdatasync: FsyncLatency {
+                rounds: 0,
+                write_bytes: 0,
+                p50_ns: 0,
+                p99_ns: 0,
+                max_ns: 0,
+            },
+        }
+    }
+
+    fn suite(durability: DurabilityMode, allow_tmpfs: bool) -> Suite {
+        let mut spec = resolve_one("read-heavy").unwrap();
+        spec.durability = durability;
+        Suite {
+            specs: vec![spec],
+            engines: vec![EngineKind::Memory],
+            out_dir: PathBuf::from("unused"),
+            data_dir: PathBuf::from("unused"),
+            engine_options: EngineOptions::default(),
+            cluster: None,
+            allow_tmpfs,
+        }
+    }
+
+    #[test]
+    fn durable_modes_on_tmpfs_are_refused_unless_allowed() {
+        let tmpfs = machine_on("tmpfs");
+        let err = suite(DurabilityMode::Batched, false)
+            .refuse_memory_filesystem(&tmpfs)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tmpfs") && err.contains("--allow-tmpfs") && err.contains("read-heavy"),
+            "{err}"
+        );
+        assert!(
+            suite(DurabilityMode::Sync, false)
+                .refuse_memory_filesystem(&tmpfs)
+                .is_err()
+        );
+        // Asked for explicitly, or nothing synced, or on a disk: allowed.
+        assert!(
+            suite(DurabilityMode::Batched, true)
+                .refuse_memory_filesystem(&tmpfs)
+                .is_ok()
+        );
+        assert!(
+            suite(DurabilityMode::None, false)
+                .refuse_memory_filesystem(&tmpfs)
+                .is_ok()
+        );
+        assert!(
+            suite(DurabilityMode::Batched, false)
+                .refuse_memory_filesystem(&machine_on("ext4"))
+                .is_ok()
+        );
     }
 }

@@ -35,6 +35,11 @@
 //! * `status()` returns bytes on disk if the target can tell (a cluster can
 //!   sum its members' status endpoints) and `None` otherwise, and the
 //!   results then leave space amplification out instead of guessing;
+//! * `settle()` brings the target to a quiet state before the run and
+//!   before space is measured (an engine flushes and waits for its
+//!   compactions; the default only syncs);
+//! * `sync_primitive()` names the system call behind a durable write, which
+//!   the reports print next to the durability policy;
 //! * `is_local()` tells the runner whether `/proc/self/io` of this process
 //!   measures the target's device writes (true only for embedded targets);
 //!   otherwise write amplification is reported as unknown.
@@ -42,11 +47,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use engines::{Engine, EngineKind, EngineOptions, KeyRange, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, WorkloadError};
 use crate::results::{MemberFsyncs, ReplicationSummary};
+use crate::space::{DiskSpace, disk_space};
 use crate::spec::WorkloadSpec;
 
 /// What a target holds after a run.
@@ -55,8 +63,8 @@ pub struct TargetStatus {
     pub keys: u64,
     /// Sum of live key and value lengths.
     pub logical_bytes: u64,
-    /// Bytes of the target's files, if it can tell.
-    pub disk_bytes: Option<u64>,
+    /// The target's files, apparent and allocated, if it can tell.
+    pub disk: Option<DiskSpace>,
 }
 
 /// A system under test, shared by the worker threads.
@@ -69,6 +77,15 @@ pub trait Target: Send + Sync {
     fn connect(&self, thread: usize) -> Result<Box<dyn Client>>;
     /// Makes every write that has returned so far durable.
     fn sync(&self) -> Result<()>;
+    /// Brings the target to a quiet state within about `budget` (see
+    /// `engines::Engine::settle`); returns whether it got there.
+    fn settle(&self, budget: Duration) -> Result<bool> {
+        let _ = budget;
+        self.sync()?;
+        Ok(true)
+    }
+    /// The system call that makes a durable write durable, in words.
+    fn sync_primitive(&self) -> String;
     /// What the target holds.
     fn status(&self) -> Result<TargetStatus>;
     /// Whether the target runs inside this process (so this process's I/O
@@ -204,12 +221,26 @@ impl Target for EngineTarget {
         self.engine.sync().map_err(|e| self.failed("sync", e))
     }
 
+    fn settle(&self, budget: Duration) -> Result<bool> {
+        self.engine
+            .settle(budget)
+            .map_err(|e| self.failed("settle", e))
+    }
+
+    fn sync_primitive(&self) -> String {
+        sync_primitive(self.kind).to_string()
+    }
+
     fn status(&self) -> Result<TargetStatus> {
         let status = self.engine.status().map_err(|e| self.failed("status", e))?;
         Ok(TargetStatus {
             keys: status.keys,
             logical_bytes: status.logical_bytes,
-            disk_bytes: self.kind.is_durable().then_some(status.disk_bytes),
+            disk: if self.kind.is_durable() {
+                Some(disk_space(&self.dir)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -217,6 +248,25 @@ impl Target for EngineTarget {
         true
     }
 }
+
+// ANCHOR: sync_primitive
+/// What a durable write (`WriteOptions::SYNC`, or `sync()`) of each engine
+/// costs in system calls, as each engine's module documents it. Printed on
+/// the durability line of every report, because the engines do not give the
+/// same guarantee for the same word.
+pub fn sync_primitive(kind: EngineKind) -> &'static str {
+    match kind {
+        EngineKind::Memory => "none (nothing reaches a disk)",
+        EngineKind::Redb => {
+            "fdatasync of its file, once per commit (one-phase commit with checksum)"
+        }
+        EngineKind::Sled => "sync_file_range on its log (no metadata, no drive-cache flush)",
+        EngineKind::Rocksdb => "fdatasync of the WAL",
+        EngineKind::Fjall => "fsync of the journal",
+        EngineKind::Bitcask => "fdatasync of the active data file",
+    }
+}
+// ANCHOR_END: sync_primitive
 
 /// A worker's handle to an embedded engine: the engine itself, shared.
 struct EngineClient {
@@ -299,11 +349,15 @@ impl Target for NoopTarget {
         Ok(())
     }
 
+    fn sync_primitive(&self) -> String {
+        "none".to_string()
+    }
+
     fn status(&self) -> Result<TargetStatus> {
         Ok(TargetStatus {
             keys: 0,
             logical_bytes: 0,
-            disk_bytes: None,
+            disk: None,
         })
     }
 
@@ -359,6 +413,6 @@ mod tests {
         assert!(!client.read(b"user1").unwrap());
         let status = target.status().unwrap();
         assert_eq!(status.keys, 1);
-        assert_eq!(status.disk_bytes, None);
+        assert_eq!(status.disk, None);
     }
 }

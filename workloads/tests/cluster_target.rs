@@ -51,6 +51,9 @@ fn run_workbench(args: &[&str], out: &Path, data: &Path) -> std::process::Output
     Command::new(workbench())
         .arg("run")
         .args(args)
+        // The temporary directory may be on tmpfs; these tests check the
+        // cluster target, not durability.
+        .arg("--allow-tmpfs")
         .arg("--out")
         .arg(out)
         .arg("--data-dir")

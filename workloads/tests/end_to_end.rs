@@ -32,6 +32,9 @@ fn tiny_memory_run_writes_json_tables_and_four_plots() {
             "0.2",
             "--threads",
             "2",
+            // The temporary directory may be on tmpfs; this test checks
+            // the output, not durability.
+            "--allow-tmpfs",
         ])
         .arg("--out")
         .arg(&run_dir)
@@ -57,6 +60,11 @@ fn tiny_memory_run_writes_json_tables_and_four_plots() {
         assert!(!doc.timeline.is_empty());
         assert_eq!(doc.spec.record_count, 2000);
         assert!(doc.durability.description.contains("batched"));
+        assert!(doc.durability.sync_primitive.contains("none"));
+        assert!(doc.settle.after_load.quiet && doc.settle.after_run.quiet);
+        assert!(doc.storage.keys >= 2000, "records at the end");
+        assert!(!doc.run.capped);
+        assert!(doc.memory.data_set_to_memory.is_some_and(|r| r > 0.0));
         let mut summaries = vec![&doc.overall];
         summaries.extend(doc.operations.values());
         for s in summaries {
@@ -69,7 +77,12 @@ fn tiny_memory_run_writes_json_tables_and_four_plots() {
         }
         let summary = std::fs::read_to_string(dir.join("summary.md")).unwrap();
         assert!(
-            summary.contains("| memory |") && summary.contains("**"),
+            summary.contains("| memory |")
+                && summary.contains("records at end")
+                && summary.contains("settle after load")
+                && summary.contains("disk allocated")
+                && summary.contains("Sync primitive")
+                && summary.contains("Data set vs memory"),
             "{summary}"
         );
         for plot in workloads::plots::PLOT_FILES {
@@ -225,6 +238,7 @@ fn the_sample_ycsb_property_file_runs_unchanged() {
             "500",
             "--operations",
             "2000",
+            "--allow-tmpfs",
         ])
         .arg("--out")
         .arg(out.path())
@@ -245,14 +259,30 @@ fn ycsb_properties_map_and_reject_what_they_cannot_run() {
     assert_eq!(spec.distribution, workloads::spec::DistributionKind::Latest);
     assert_eq!(spec.mix.insert, 0.05);
 
+    let spec = WorkloadSpec::from_ycsb_properties(
+        "requestdistribution=hotspot\nhotspotdatafraction=0.1\nhotspotopnfraction=0.9\nmaxexecutiontime=30\n",
+        "wh",
+        "wh",
+    )
+    .unwrap();
+    assert_eq!(
+        spec.distribution,
+        workloads::spec::DistributionKind::Hotspot
+    );
+    assert_eq!(
+        (spec.hotspot_data_fraction, spec.hotspot_op_fraction),
+        (0.1, 0.9)
+    );
+    assert_eq!(spec.time_cap_secs, Some(30.0));
+
     let err =
-        WorkloadSpec::from_ycsb_properties("requestdistribution=hotspot\n", "myworkload", "w")
+        WorkloadSpec::from_ycsb_properties("requestdistribution=exponential\n", "myworkload", "w")
             .unwrap_err()
             .to_string();
     assert!(
         err.contains("myworkload")
             && err.contains("requestdistribution")
-            && err.contains("uniform, zipfian, latest"),
+            && err.contains("uniform, zipfian, latest, hotspot"),
         "{err}"
     );
     let err = WorkloadSpec::from_ycsb_properties("recordcount=lots\n", "f", "w")
@@ -309,4 +339,65 @@ fn malformed_toml_spec_names_file_field_and_accepted_values() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("key_size"));
+}
+
+#[test]
+fn a_count_bound_run_warms_up_by_operations_not_seconds() {
+    let output = workbench()
+        .args(["run", "ycsb-c", "--engines", "memory", "--warmup", "2"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warmup_secs") && stderr.contains("--warmup-ops"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_memory_limited_run_isolates_the_engine_or_says_why_it_cannot() {
+    // A small memory-limited spec: 20,000 records of 1 KB (about 20 MiB)
+    // under a 24 MiB limit.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("tiny-large.toml");
+    std::fs::write(
+        &spec,
+        "distribution = \"uniform\"\nrecord_count = 20000\noperation_count = 2000\nvalue_size = 1000\n\
+         memory_limit_mib = 24\nthreads = 1\ndurability = \"none\"\n[mix]\nread = 1.0\n",
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let data = tempfile::tempdir().unwrap();
+    let output = workbench()
+        .arg("run")
+        .arg(&spec)
+        .args(["--engines", "memory,bitcask"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.success() {
+        // The memory engine was skipped; bitcask ran inside the cgroup.
+        assert!(stderr.contains("skipped"), "{stderr}");
+        assert!(!out.join("tiny-large/memory.json").exists());
+        let doc = ResultDocument::read(&out.join("tiny-large/bitcask.json")).unwrap();
+        let limit = doc.memory.limit.expect("the limit is recorded");
+        assert_eq!(limit.limit_bytes, 24 << 20);
+        assert!(limit.mechanism.contains("cgroup"));
+        assert!(doc.io.device_read_bytes_per_get.is_some());
+        assert!(out.join("tiny-large/device-reads.svg").is_file());
+        let summary = std::fs::read_to_string(out.join("tiny-large/summary.md")).unwrap();
+        assert!(summary.contains("device read per get"), "{summary}");
+    } else {
+        // No cgroup here: a clear refusal, not a run that silently caches.
+        assert!(
+            stderr.contains("memory limit") && stderr.contains("cgroup"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0);
 }

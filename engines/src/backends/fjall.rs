@@ -26,6 +26,8 @@
 //! reader half of a batch that is being applied (our conformance suite's
 //! `batch_atomicity` case caught exactly that).
 
+use std::time::{Duration, Instant};
+
 use fjall::config::{BloomConstructionPolicy, CompressionPolicy, FilterPolicy, FilterPolicyEntry};
 use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 
@@ -151,6 +153,31 @@ impl Engine for FjallEngine {
 
     fn sync(&self) -> Result<()> {
         self.db.persist(PersistMode::SyncAll).map_err(err)
+    }
+
+    /// Seals the active memtable so it is flushed to a table (fjall's
+    /// `rotate_memtable`, public though hidden from its docs), then polls
+    /// until no flush is queued, no sealed memtable is left and no
+    /// compaction is running, on two polls in a row (a compaction a flush
+    /// triggers may be scheduled a moment after the flush ends).
+    fn settle(&self, budget: Duration) -> Result<bool> {
+        const POLL: Duration = Duration::from_millis(50);
+        let started = Instant::now();
+        self.sync()?;
+        self.kv.rotate_memtable().map_err(err)?;
+        let mut quiet_polls = 0;
+        while started.elapsed() < budget {
+            let quiet = self.db.outstanding_flushes() == 0
+                && self.kv.sealed_memtable_count() == 0
+                && self.db.active_compactions() == 0;
+            quiet_polls = if quiet { quiet_polls + 1 } else { 0 };
+            if quiet_polls >= 2 {
+                self.sync()?;
+                return Ok(true);
+            }
+            std::thread::sleep(POLL);
+        }
+        Ok(false)
     }
 
     fn status(&self) -> Result<EngineStatus> {

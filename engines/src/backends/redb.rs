@@ -9,13 +9,22 @@
 //! root-to-leaf path (write amplification) and writers are serialised.
 //!
 //! Durability: a write with `sync: true` commits with
-//! `Durability::Immediate`: redb fsyncs the data pages and then the header
-//! with the new root (`File::sync_data`), so the commit is on stable storage
-//! when the call returns. With `sync: false` the commit uses
-//! `Durability::None`: visible to readers at once, durable only after a later
-//! immediate commit, which is what [`Engine::sync`] performs (an empty
-//! transaction committed with `Durability::Immediate`). After a crash redb
-//! rolls back to the last durable commit; it never opens half a transaction.
+//! `Durability::Immediate`. redb 4 then uses its default *one-phase commit
+//! with checksums*: it writes the transaction's pages and the header's spare
+//! commit slot (the new root, with a checksum over it), makes that slot the
+//! primary one, and calls `File::sync_data` (`fdatasync` on Linux) once, so
+//! the commit is on stable storage when the call returns. It is not a
+//! two-phase commit (which syncs the pages before writing the header and
+//! then syncs again); redb offers that as
+//! `WriteTransaction::set_two_phase_commit`, and we leave it off. After a
+//! crash, recovery checks the primary slot's checksum and, if the last
+//! commit was torn, falls back to the previous one; it never opens half a
+//! transaction. With `sync: false` the commit uses `Durability::None`: its
+//! pages are written to the file (no sync) and it is visible to readers at
+//! once, durable only after a later immediate commit, which is what
+//! [`Engine::sync`] performs (an empty transaction committed with
+//! `Durability::Immediate`). redb has no background threads, so
+//! [`Engine::settle`] is that sync.
 
 use redb::{Database, Durability, ReadableDatabase, TableDefinition, TableError};
 

@@ -17,7 +17,10 @@
 //! until [`Engine::sync`], which calls `FlushWAL(sync = true)`. A
 //! `WriteBatch` is one WAL record, hence atomic.
 
-use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Direction, IteratorMode, Options};
+use rocksdb::{
+    BlockBasedOptions, Cache, DBCompressionType, Direction, IteratorMode, Options,
+    WaitForCompactOptions,
+};
 
 use crate::EngineOptions;
 use crate::data_dir::DataDir;
@@ -28,6 +31,7 @@ use crate::engine::{
 use crate::error::{EngineError, Result};
 use crate::kind::EngineKind;
 use std::ops::Bound;
+use std::time::{Duration, Instant};
 
 pub struct RocksdbEngine {
     db: rocksdb::DB,
@@ -162,6 +166,28 @@ impl Engine for RocksdbEngine {
 
     fn sync(&self) -> Result<()> {
         self.db.flush_wal(true).map_err(err)
+    }
+
+    /// Flushes the memtables to level-0 tables (which makes the WAL
+    /// obsolete), then waits for every flush and compaction rocksdb has
+    /// queued (`WaitForCompact`, with the budget as its timeout).
+    fn settle(&self, budget: Duration) -> Result<bool> {
+        let started = Instant::now();
+        self.sync()?;
+        self.db.flush().map_err(err)?;
+        let left = budget.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        let mut wait = WaitForCompactOptions::default();
+        wait.set_flush(true);
+        // 0 would mean "no timeout"; at least 1 µs keeps the bound.
+        wait.set_timeout((left.as_micros() as u64).max(1));
+        match self.db.wait_for_compact(&wait) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == rocksdb::ErrorKind::TimedOut => Ok(false),
+            Err(e) => Err(err(e)),
+        }
     }
 
     fn status(&self) -> Result<EngineStatus> {

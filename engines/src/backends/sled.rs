@@ -8,14 +8,18 @@
 //! served from the in-memory tree; writes touch memory and the log buffer.
 //!
 //! Durability: a write with `sync: true` is followed by `Db::flush`, which
-//! writes the log buffer and waits for it to reach the file. sled 0.34's
-//! flush uses `sync_file_range` on Linux, which pushes the pages to the
-//! device but does not flush the drive's volatile write cache the way
-//! `fdatasync` does, so on a drive without power-loss protection sled's
-//! "durable" is weaker than the other engines' (the reference notes in
-//! `shared/reference/facts.md` record this too). It does survive a process
-//! crash and a kernel crash. With `sync: false`, writes reach the log within
-//! the flush interval.
+//! writes the log buffer and waits for it to reach the file. On Linux sled
+//! 0.34 does that with `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)`
+//! over the bytes it wrote (`pagecache/iobuf.rs`), not with `fsync` or
+//! `fdatasync`: the pages are written back to the device, but neither the
+//! file's metadata (its size, when the log grew) nor the drive's volatile
+//! write cache is flushed. So sled's "durable" write survives a process
+//! crash, and a kernel crash when the file did not grow, but on power loss
+//! it is weaker than the other engines' `fdatasync`/`fsync`. The benchmark
+//! tables print each engine's primitive next to its durability for this
+//! reason. With `sync: false`, writes reach the log within the flush
+//! interval. sled offers no way to wait for its segment cleaner, so
+//! [`Engine::settle`] is the flush.
 //!
 //! Batches and scans: `write_batch` uses `Tree::apply_batch`, which is
 //! atomic across crashes and for point reads, but sled 0.34's range
