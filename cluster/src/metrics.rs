@@ -262,10 +262,7 @@ impl Proposal {
     }
 
     /// Passes the reply through, noting whether the write was applied.
-    pub fn finish(
-        mut self,
-        reply: crate::raft::WriteReply,
-    ) -> crate::raft::WriteReply {
+    pub fn finish(mut self, reply: crate::raft::WriteReply) -> crate::raft::WriteReply {
         self.settled = matches!(
             reply,
             Ok(_) | Err(crate::raft::WriteError::NotLeader { .. })

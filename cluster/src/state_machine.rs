@@ -347,7 +347,9 @@ impl StateMachine {
     /// batch of the entry being applied.
     pub fn stage_cluster_id(&mut self, id: ClusterId) {
         if self.cluster_id != Some(id) {
-            self.staged.batch.put(CLUSTER_KEY, id.0.to_be_bytes().to_vec());
+            self.staged
+                .batch
+                .put(CLUSTER_KEY, id.0.to_be_bytes().to_vec());
             self.cluster_id = Some(id);
         }
     }
@@ -619,7 +621,13 @@ mod tests {
         let reopened = StateMachine::open(Arc::clone(&engine), Members::default()).unwrap();
         assert_eq!(reopened.cluster_id(), Some(ClusterId(9)));
         assert_eq!(
-            reopened.removed().read().unwrap().iter().copied().collect::<Vec<_>>(),
+            reopened
+                .removed()
+                .read()
+                .unwrap()
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
             vec![2]
         );
         // Snapshots carry both.

@@ -92,7 +92,10 @@ async fn a_member_started_without_join_does_not_become_a_cluster_of_its_own() {
     let alone = cluster.probe_of(4);
     for i in 0..10 {
         assert!(
-            alone.put(format!("mine{i}").as_bytes(), b"x").await.is_err(),
+            alone
+                .put(format!("mine{i}").as_bytes(), b"x")
+                .await
+                .is_err(),
             "node 4 acknowledged a write as a cluster of its own"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

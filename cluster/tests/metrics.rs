@@ -40,14 +40,28 @@ async fn every_node_serves_etcd_named_metrics() {
     assert!(value("etcd_disk_backend_commit_duration_seconds_count") >= 1.0);
     assert!(value("metcd_wal_fsyncs_total") >= 1.0);
     for peer in (1..=3).filter(|id| *id != leader) {
-        assert!(value(&format!("etcd_network_peer_sent_bytes_total{{To=\"{peer}\"}}")) > 0.0);
-        assert!(value(&format!("etcd_network_peer_received_bytes_total{{From=\"{peer}\"}}")) > 0.0);
+        assert!(
+            value(&format!(
+                "etcd_network_peer_sent_bytes_total{{To=\"{peer}\"}}"
+            )) > 0.0
+        );
+        assert!(
+            value(&format!(
+                "etcd_network_peer_received_bytes_total{{From=\"{peer}\"}}"
+            )) > 0.0
+        );
     }
     assert!(text.contains("metcd_server_info{cluster_id=\""), "{text}");
     assert!(text.contains("engine=\"redb\"} 1"), "{text}");
     let follower = (1..=3).find(|id| *id != leader).unwrap();
-    assert_eq!(cluster.metric(follower, "etcd_server_is_leader").await, Some(0.0));
-    assert_eq!(cluster.metric(follower, "etcd_server_has_leader").await, Some(1.0));
+    assert_eq!(
+        cluster.metric(follower, "etcd_server_is_leader").await,
+        Some(0.0)
+    );
+    assert_eq!(
+        cluster.metric(follower, "etcd_server_has_leader").await,
+        Some(1.0)
+    );
 }
 
 /// `prometheus` on PATH, or a failure that says how to install it.
@@ -144,15 +158,18 @@ async fn prometheus_scrapes_all_three_nodes() {
     let client = cluster::Client::new(&[web.as_str()])
         .unwrap()
         .with_timeout(Duration::from_secs(1));
-    let prometheus_log = || {
-        std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
-    };
+    let prometheus_log =
+        || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
     // Bounded: about 15 s for Prometheus to start and scrape twice.
     let answered = async {
-        eventually("Prometheus to scrape all three nodes as up", 150, || async {
-            let up = query(&client, &web, "count(up{job=\"metcd\"} == 1)").await?;
-            (up == 3.0).then_some(())
-        })
+        eventually(
+            "Prometheus to scrape all three nodes as up",
+            150,
+            || async {
+                let up = query(&client, &web, "count(up{job=\"metcd\"} == 1)").await?;
+                (up == 3.0).then_some(())
+            },
+        )
         .await;
         eventually("sum(etcd_server_has_leader) == 3", 50, || async {
             let leaders = query(&client, &web, "sum(etcd_server_has_leader)").await?;
@@ -164,7 +181,10 @@ async fn prometheus_scrapes_all_three_nodes() {
         .await
         .is_err()
     {
-        panic!("Prometheus did not answer in time; its log:\n{}", prometheus_log());
+        panic!(
+            "Prometheus did not answer in time; its log:\n{}",
+            prometheus_log()
+        );
     }
     let leaders = query(&client, &web, "sum(etcd_server_is_leader)").await;
     assert_eq!(leaders, Some(1.0), "{}", prometheus_log());

@@ -27,15 +27,12 @@ async fn a_node_removed_while_down_stops_after_restart() {
     put_retrying(&client, "after", "removal").await;
 
     cluster.restart(victim);
-    let status = cluster
-        .wait_exit(victim, 150)
-        .await
-        .unwrap_or_else(|| {
-            panic!(
-                "node {victim} was removed while down and is still running after its restart:\n{}",
-                cluster.log(victim)
-            )
-        });
+    let status = cluster.wait_exit(victim, 150).await.unwrap_or_else(|| {
+        panic!(
+            "node {victim} was removed while down and is still running after its restart:\n{}",
+            cluster.log(victim)
+        )
+    });
     assert_eq!(
         status.code(),
         Some(REMOVED_EXIT_STATUS),
@@ -58,5 +55,8 @@ async fn a_node_removed_while_down_stops_after_restart() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(again.contains("409") && again.contains("not reused"), "{again}");
+    assert!(
+        again.contains("409") && again.contains("not reused"),
+        "{again}"
+    );
 }

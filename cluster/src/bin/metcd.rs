@@ -102,8 +102,8 @@ fn initial_members(args: &Args) -> anyhow::Result<Vec<Member>> {
         return Ok(Vec::new());
     };
     let default_clients = format!("{}={}", args.id, args.listen_client);
-    let peers = parse_id_list(initial_cluster)
-        .map_err(|e| anyhow::anyhow!("--initial-cluster: {e}"))?;
+    let peers =
+        parse_id_list(initial_cluster).map_err(|e| anyhow::anyhow!("--initial-cluster: {e}"))?;
     let clients = parse_id_list(
         args.initial_cluster_clients
             .as_deref()
@@ -166,7 +166,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 Ok(members) => cluster::api::identity::cluster_id_from(join)
                     .await
                     .map(|id| (members, id))
-                    .map_err(|e| anyhow::anyhow!("could not learn the cluster id from {join}: {e}")),
+                    .map_err(|e| {
+                        anyhow::anyhow!("could not learn the cluster id from {join}: {e}")
+                    }),
                 Err(err) => Err(err),
             };
             match learned {

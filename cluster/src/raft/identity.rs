@@ -206,10 +206,7 @@ fn parse(text: &str) -> Result<Identity, String> {
 /// Writes `<data-dir>/cluster-id` atomically and durably.
 pub fn store(data_dir: &Path, identity: &Identity) -> Result<(), NodeError> {
     let io = |what: &str, err: std::io::Error| {
-        NodeError::Invalid(format!(
-            "{what} in {}: {err}",
-            data_dir.display()
-        ))
+        NodeError::Invalid(format!("{what} in {}: {err}", data_dir.display()))
     };
     std::fs::create_dir_all(data_dir).map_err(|e| io("creating the data directory", e))?;
     let path = identity_path(data_dir);
@@ -435,7 +432,12 @@ mod tests {
             id: 2,
             ..claims(dir.path(), &members)
         };
-        assert!(establish(&other).unwrap_err().to_string().contains("member 1"));
+        assert!(
+            establish(&other)
+                .unwrap_err()
+                .to_string()
+                .contains("member 1")
+        );
         // Joining another cluster with this directory is refused.
         let join = Claims {
             join: true,

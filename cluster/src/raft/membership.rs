@@ -88,7 +88,12 @@ impl Node {
                 return;
             }
             MemberChange::AddVoter(m) | MemberChange::AddLearner(m)
-                if self.sm.removed().read().unwrap_or_else(|p| p.into_inner()).contains(&m.id) =>
+                if self
+                    .sm
+                    .removed()
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&m.id) =>
             {
                 let _ = reply.send(Err(WriteError::Rejected(format!(
                     "member {} was removed; ids are not reused (a stale node with that id would be \

@@ -207,7 +207,11 @@ impl Node {
     // ANCHOR_END: apply
 
     pub(super) fn publish_view(&self) {
-        crate::metrics::observe_raft(self.raw.raft.leader_id, self.raw.raft.raft_log.committed, self.sm.applied_index());
+        crate::metrics::observe_raft(
+            self.raw.raft.leader_id,
+            self.raw.raft.raft_log.committed,
+            self.sm.applied_index(),
+        );
         let view = RaftView {
             leader: self.raw.raft.leader_id,
             is_leader: self.raw.raft.state == StateRole::Leader,

@@ -13,7 +13,7 @@
 //! another cluster shows up plainly on both sides; a node told it was
 //! removed stops (see [`Transport::told_removed`]). Anything else that
 //! connects to the peer port (an HTTP client given the wrong address) is
-//! turned away at once instead of being read as frames.
+//! closed without an answer instead of being read as frames.
 //!
 //! After the handshake each message travels as one frame,
 //! `length u32 LE | protobuf Message`, and every inbound message is checked
@@ -490,23 +490,15 @@ async fn inbound(
             "a connection to the peer port did not start with the metcd peer hello \
              (is a client using the peer address, or a metcd of another version?); closing it"
         );
-        let _ = answer(
-            stream.get_mut(),
-            Verdict::Malformed,
-            "expected the metcd peer protocol METCDRP2",
-        )
-        .await;
+        // No answer: whatever connected does not speak this protocol.
         return;
     };
     let (verdict, reason) = {
         let removed = removed.read().unwrap_or_else(|p| p.into_inner());
         judge(me, &removed, &hello)
     };
-    let answered = tokio::time::timeout(
-        PREAMBLE_TIMEOUT,
-        answer(stream.get_mut(), verdict, &reason),
-    )
-    .await;
+    let answered =
+        tokio::time::timeout(PREAMBLE_TIMEOUT, answer(stream.get_mut(), verdict, &reason)).await;
     if verdict != Verdict::Accepted {
         crate::metrics::HANDSHAKES_REFUSED.add(verdict.label(), 1);
         let seen = {
@@ -638,9 +630,7 @@ mod tests {
 
     /// A listener serving node 1 of cluster 7, and the channel its
     /// accepted messages arrive on.
-    async fn serving(
-        removed: &[u64],
-    ) -> (String, std::sync::mpsc::Receiver<Request>, Removed) {
+    async fn serving(removed: &[u64]) -> (String, std::sync::mpsc::Receiver<Request>, Removed) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -685,9 +675,7 @@ mod tests {
         };
         let (mut stream, verdict, reason) = connect(&address, hello(9, 2, 1)).await;
         assert_eq!(verdict, Verdict::OtherCluster, "{reason}");
-        let _ = stream
-            .write_all(&encode(&message(2, 1)).unwrap())
-            .await;
+        let _ = stream.write_all(&encode(&message(2, 1)).unwrap()).await;
         // Meant for another member, and from a removed one.
         let (_, verdict, _) = connect(&address, hello(7, 2, 3)).await;
         assert_eq!(verdict, Verdict::OtherMember);

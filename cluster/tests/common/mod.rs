@@ -320,7 +320,11 @@ impl Cluster {
     /// Waits up to `attempts` × 100 ms for node `id`'s process to exit and
     /// returns its status (the node is then marked stopped); `None` if it
     /// is still running.
-    pub async fn wait_exit(&mut self, id: u64, attempts: usize) -> Option<std::process::ExitStatus> {
+    pub async fn wait_exit(
+        &mut self,
+        id: u64,
+        attempts: usize,
+    ) -> Option<std::process::ExitStatus> {
         let index = self.index(id);
         for _ in 0..attempts {
             let status = self.nodes[index]
