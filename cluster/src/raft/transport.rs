@@ -13,7 +13,7 @@
 //! another cluster shows up plainly on both sides; a node told it was
 //! removed stops (see [`Transport::told_removed`]). Anything else that
 //! connects to the peer port (an HTTP client given the wrong address) is
-//! turned away at once instead of being read as frames.
+//! closed without an answer instead of being read as frames.
 //!
 //! After the handshake each message travels as one frame,
 //! `length u32 LE | protobuf Message`, and every inbound message is checked
@@ -529,12 +529,7 @@ async fn inbound(
             "a connection to the peer port did not start with the metcd peer hello \
              (is a client using the peer address, or a metcd of another version?); closing it"
         );
-        let _ = answer(
-            stream.get_mut(),
-            Verdict::Malformed,
-            "expected the metcd peer protocol METCDRP2",
-        )
-        .await;
+        // No answer: whatever connected does not speak this protocol.
         return;
     };
     let (verdict, reason) = {
