@@ -52,8 +52,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// The transport's preamble length (`METCDRP1`).
+/// The transport's preamble length (`METCDRP2`).
 const PREAMBLE_LEN: usize = 8;
+/// The transport's hello: preamble, cluster id, sender id, receiver id.
+const HELLO_LEN: usize = 32;
+/// The first bytes of a snapshot stream (`cluster::raft::snapshot_stream`).
+const SNAPSHOT_PREAMBLE: &[u8] = b"METCDSS1";
 /// Frames above this are not decoded, only forwarded.
 const MAX_DECODED: u32 = 64 << 20;
 
@@ -217,9 +221,25 @@ async fn relay(inbound: TcpStream, target: SocketAddr, faults: Arc<LinkFaults>) 
             }
         }
     });
-    let mut preamble = [0u8; PREAMBLE_LEN];
-    if in_read.read_exact(&mut preamble).await.is_ok()
-        && tx.send((Instant::now(), preamble.to_vec())).is_ok()
+    // A peer connection opens with the transport's 32-byte hello (preamble,
+    // cluster id, sender, receiver); the receiver's answer flows back through
+    // `back`. A snapshot stream opens with its own preamble and has its own
+    // framing: it is copied through as it is (so the network faults do not
+    // reach snapshot streams).
+    let mut hello = [0u8; HELLO_LEN];
+    let opened = in_read.read_exact(&mut hello[..PREAMBLE_LEN]).await.is_ok();
+    if opened && &hello[..PREAMBLE_LEN] == SNAPSHOT_PREAMBLE {
+        if tx.send((Instant::now(), hello[..PREAMBLE_LEN].to_vec())).is_ok() {
+            let mut buffer = vec![0u8; 64 * 1024];
+            while let Ok(n) = in_read.read(&mut buffer).await {
+                if n == 0 || tx.send((Instant::now(), buffer[..n].to_vec())).is_err() {
+                    break;
+                }
+            }
+        }
+    } else if opened
+        && in_read.read_exact(&mut hello[PREAMBLE_LEN..]).await.is_ok()
+        && tx.send((Instant::now(), hello.to_vec())).is_ok()
     {
         let mut last_due = Instant::now();
         while let Ok(length) = in_read.read_u32_le().await {
