@@ -173,13 +173,39 @@ pub fn locate_metcd() -> anyhow::Result<PathBuf> {
         })
 }
 
-/// Loopback ports that are free now; every probe listener is held until all
-/// are chosen so none is handed out twice.
+/// Loopback ports that are free now, for the nodes' listeners.
+///
+/// They come from 20000-32767, below Linux's ephemeral range (32768-60999
+/// by default): a port the kernel picks for `bind(0)` is also the kind it
+/// gives outgoing connections as their source port, and with one HTTP
+/// connection per operation a probed port was taken by some connection
+/// between the probe and the node's own bind (a short-form run failed with
+/// "Address already in use"). A process-wide counter, started at an offset
+/// from the process id, keeps concurrent runs of this process (and, mostly,
+/// of others) apart; every candidate is checked by binding it, and the probe
+/// listeners are held until all are chosen.
 fn free_ports(count: usize) -> anyhow::Result<Vec<SocketAddr>> {
-    let listeners = (0..count)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("finding free ports on 127.0.0.1")?;
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_768;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let offset = (std::process::id() % 64) * 199;
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 0..SPAN {
+        if listeners.len() == count {
+            break;
+        }
+        let step = NEXT.fetch_add(1, Ordering::Relaxed) as u32;
+        let port = FIRST + (offset + step) % SPAN;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            listeners.push(listener);
+        }
+    }
+    anyhow::ensure!(
+        listeners.len() == count,
+        "found only {} free ports on 127.0.0.1 in {FIRST}-{}",
+        listeners.len(),
+        FIRST + SPAN - 1
+    );
     listeners
         .iter()
         .map(|l| l.local_addr().context("reading a probe port"))

@@ -229,7 +229,10 @@ async fn relay(inbound: TcpStream, target: SocketAddr, faults: Arc<LinkFaults>) 
     let mut hello = [0u8; HELLO_LEN];
     let opened = in_read.read_exact(&mut hello[..PREAMBLE_LEN]).await.is_ok();
     if opened && &hello[..PREAMBLE_LEN] == SNAPSHOT_PREAMBLE {
-        if tx.send((Instant::now(), hello[..PREAMBLE_LEN].to_vec())).is_ok() {
+        if tx
+            .send((Instant::now(), hello[..PREAMBLE_LEN].to_vec()))
+            .is_ok()
+        {
             let mut buffer = vec![0u8; 64 * 1024];
             while let Ok(n) = in_read.read(&mut buffer).await {
                 if n == 0 || tx.send((Instant::now(), buffer[..n].to_vec())).is_err() {

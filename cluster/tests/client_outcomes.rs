@@ -78,6 +78,8 @@ async fn a_panic_on_the_raft_thread_exits_non_zero() {
         .arg(dir.path().join("n1"))
         .args(["--listen-client", &client_address])
         .args(["--listen-peer", &peer_address])
+        .args(["--initial-cluster", &format!("1={peer_address}")])
+        .args(["--initial-cluster-clients", &format!("1={client_address}")])
         .env("METCD_TEST_PANIC_AT_INDEX", "3")
         .env("RUST_LOG", "info,raft=warn")
         .stdout(Stdio::null())

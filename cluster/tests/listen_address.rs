@@ -97,6 +97,10 @@ fn metcd_serves_on_a_non_loopback_address() {
             &client,
             "--listen-peer",
             &peer,
+            "--initial-cluster",
+            &format!("1={peer}"),
+            "--initial-cluster-clients",
+            &format!("1={client}"),
         ])
         .arg("--data-dir")
         .arg(tmp.path().join("n1"))

@@ -15,24 +15,27 @@ use std::time::Duration;
 use cluster::Client;
 use cluster::raft::NodeStatus;
 
-/// A port no other node of this test process was given: the kernel may hand
-/// out a port again once its probe listener is closed, so ports already
-/// given out are remembered and skipped.
+/// A port no other node of this test process was given, from 20000-32767:
+/// below Linux's ephemeral range (32768-60999 by default), so no outgoing
+/// connection can take it as its source port between this probe and the
+/// node's own bind (`bind(0)` hands out ports from that same range, and a
+/// chaos run lost that race). The walk starts at an offset from the process
+/// id, so concurrent test processes mostly stay apart; every port is checked
+/// by binding it.
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap();
-    for _ in 0..100 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !given.contains(&port) {
-            given.push(port);
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_768;
+    static NEXT: std::sync::Mutex<u32> = std::sync::Mutex::new(0);
+    let mut next = NEXT.lock().unwrap();
+    let offset = (std::process::id() % 64) * 199 + 101;
+    for _ in 0..SPAN {
+        let port = (FIRST + (offset + *next) % SPAN) as u16;
+        *next += 1;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
-    panic!("no unused port found in 100 tries");
+    panic!("no free port on 127.0.0.1 in {FIRST}-{}", FIRST + SPAN - 1);
 }
 
 pub struct Node {
