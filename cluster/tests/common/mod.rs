@@ -57,28 +57,7 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` nodes as a new cluster.
     pub async fn start(n: u64, engine: &str, extra: &[&str]) -> Cluster {
-        let tmp = tempfile::tempdir().unwrap();
-        let nodes = (1..=n)
-            .map(|id| Node {
-                id,
-                client: format!("127.0.0.1:{}", free_port()),
-                peer: format!("127.0.0.1:{}", free_port()),
-                dir: tmp.path().join(format!("n{id}")),
-                child: None,
-                joined: false,
-            })
-            .collect();
-        let mut cluster = Cluster {
-            engine: engine.to_string(),
-            nodes,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            tmp,
-        };
-        for i in 0..n as usize {
-            cluster.spawn(i);
-        }
-        cluster.wait_leader().await;
-        cluster
+        Self::start_with_env(n, engine, extra, &[]).await
     }
 
     fn index(&self, id: u64) -> usize {
@@ -89,60 +68,10 @@ impl Cluster {
         &self.nodes[self.index(id)]
     }
 
-    /// Starts (or restarts) the process of the node at `index`.
+    /// Starts (or restarts) the process of the node at `index`; its log
+    /// (stdout and stderr) goes to its log file.
     pub fn spawn(&mut self, index: usize) {
-        let initial_peers: Vec<String> = self
-            .nodes
-            .iter()
-            .filter(|n| !n.joined)
-            .map(|n| format!("{}={}", n.id, n.peer))
-            .collect();
-        let initial_clients: Vec<String> = self
-            .nodes
-            .iter()
-            .filter(|n| !n.joined)
-            .map(|n| format!("{}={}", n.id, n.client))
-            .collect();
-        let join_endpoints: Vec<String> = self
-            .nodes
-            .iter()
-            .filter(|n| !n.joined && n.child.is_some())
-            .map(|n| n.client.clone())
-            .collect();
-        let node = &self.nodes[index];
-        std::fs::create_dir_all(&node.dir).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(node.dir.with_extension("log"))
-            .unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_metcd"));
-        command
-            .arg("--id")
-            .arg(node.id.to_string())
-            .arg("--engine")
-            .arg(&self.engine)
-            .arg("--data-dir")
-            .arg(&node.dir)
-            .arg("--listen-client")
-            .arg(&node.client)
-            .arg("--listen-peer")
-            .arg(&node.peer)
-            .args(&self.extra)
-            .env("RUST_LOG", "info,raft=warn")
-            .stdout(Stdio::null())
-            .stderr(log);
-        if node.joined {
-            command.arg("--join").arg(join_endpoints.join(","));
-        } else {
-            command
-                .arg("--initial-cluster")
-                .arg(initial_peers.join(","))
-                .arg("--initial-cluster-clients")
-                .arg(initial_clients.join(","));
-        }
-        let child = command.spawn().unwrap();
-        self.nodes[index].child = Some(child);
+        self.spawn_with_env(index, &[]);
     }
 
     pub fn restart(&mut self, id: u64) {
