@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds metcd and starts a 3-node local cluster on loopback:
-#   clients 127.0.0.1:13379, 23379, 33379; peers 127.0.0.1:13380, 23380, 33380.
+#   HTTP clients 127.0.0.1:13379, 23379, 33379; etcd gRPC (etcdctl) 127.0.0.1:12379, 22379, 32379;
+#   peers 127.0.0.1:13380, 23380, 33380.
 # Usage: cluster/scripts/local-cluster.sh [engine] (memory, redb, sled, rocksdb, fjall, bitcask; default memory)
 # Data lives under ${METCD_DATA:-./data/cluster}/<engine>/n<id>; a restart reuses it (and
 # the cluster's token in <engine>/cluster-token; delete the directory for a new cluster).
@@ -24,6 +25,7 @@ if [ ! -s "$data/cluster-token" ]; then
 fi
 token="$(cat "$data/cluster-token")"
 clients="1=127.0.0.1:13379,2=127.0.0.1:23379,3=127.0.0.1:33379"
+grpcs="1=127.0.0.1:12379,2=127.0.0.1:22379,3=127.0.0.1:32379"
 
 pids=()
 stop() {
@@ -42,12 +44,14 @@ for id in 1 2 3; do
     # trap can stop it.
     "$bin" --id "$id" --engine "$engine" --data-dir "$data/n$id" \
         --listen-client "127.0.0.1:${id}3379" --listen-peer "127.0.0.1:${id}3380" \
+        --listen-grpc "127.0.0.1:${id}2379" \
         --initial-cluster "$peers" --initial-cluster-clients "$clients" \
+        --initial-cluster-grpc "$grpcs" \
         --initial-cluster-token "$token" \
         > >(sed -u "s/^/[n$id] /") 2>&1 &
     pids+=($!)
     echo $! > "$data/n$id.pid"
 done
 
-echo "metcd: 3 nodes ($engine) on 127.0.0.1:13379, 23379, 33379; data in $data; Ctrl-C stops them"
+echo "metcd: 3 nodes ($engine); HTTP on 127.0.0.1:13379, 23379, 33379; etcdctl --endpoints 127.0.0.1:12379,127.0.0.1:22379,127.0.0.1:32379; data in $data; Ctrl-C stops them"
 wait

@@ -470,10 +470,12 @@ impl Client {
         id: u64,
         peer: &str,
         client: &str,
+        grpc: Option<&str>,
         learner: bool,
     ) -> Result<(), ClientError> {
-        let body =
-            serde_json::json!({ "id": id, "peer": peer, "client": client, "learner": learner });
+        let body = serde_json::json!({
+            "id": id, "peer": peer, "client": client, "grpc": grpc, "learner": learner
+        });
         let response = self
             .request(Method::POST, "/-/members", Bytes::from(body.to_string()))
             .await?;

@@ -64,8 +64,11 @@
 //! timeout instead of hanging.
 
 pub mod api;
+pub mod backup;
 pub mod client;
+pub mod command;
 pub mod consistent_export;
+pub mod etcd_wire;
 pub mod install_gate;
 mod logger;
 pub mod metrics;

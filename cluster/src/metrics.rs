@@ -616,7 +616,7 @@ x_seconds_count 4
         assert!(PROPOSALS_PENDING.get() >= 2);
         let _ = applied.finish(Ok(crate::state_machine::Applied {
             revision: 1,
-            existed: false,
+            response: None,
         }));
         drop(lost);
         assert!(PROPOSALS_FAILED.get() > failed);

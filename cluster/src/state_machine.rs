@@ -41,15 +41,27 @@
 //! # Key layout
 //!
 //! ```text
-//! k/<user key>          -> create_revision u64 BE | mod_revision u64 BE | version u64 BE | value bytes
+//! h/<main u64 BE><sub u64 BE> -> one change of a user key (crate::mvcc): etcd's history
+//! m/mvcc-current        -> the store's revision; m/mvcc-compacted -> its compaction point
+//! m/format              -> "mvcc/1": the layout of this engine's keys
 //! m/applied             -> applied index u64 BE | term of that entry u64 BE
-//! m/revision            -> cluster-wide revision u64 BE (incremented by every put and delete)
 //! m/confstate           -> raft ConfState (protobuf)
-//! m/members/<id, 16 hex> -> member JSON {"id","peer","client","learner"}
+//! m/members/<id, 16 hex> -> member JSON {"id","peer","client","grpc","learner"}
 //! m/cluster             -> the cluster id u64 BE (from the bootstrap conf changes)
 //! m/removed/<id, 16 hex> -> empty: a member removed by a conf change
 //! m/installing          -> index u64 BE | term u64 BE of a snapshot being installed (absent otherwise)
 //! ```
+//!
+//! User keys live only in the MVCC history ([`crate::mvcc`]): every change
+//! is a record keyed by its revision, and the key index that finds a key's
+//! records is in memory, rebuilt from the history when the state machine
+//! opens (and after a snapshot is installed). The store's staged changes
+//! and this module's metadata go into the same engine batch as the applied
+//! index, so the exactly-once rule above covers the history too.
+//!
+//! An engine written by metcd before MVCC (user keys under `k/`) has an
+//! applied index and no `m/format`; it is refused at start with a message
+//! that says so, rather than served as an empty store.
 //!
 //! The removed ids are kept (and shared with the transport through
 //! [`StateMachine::removed`]) so that a removed node that restarts with its
@@ -57,24 +69,16 @@
 //! removed id is refused when proposed (ids are not reused, as in etcd); were
 //! one applied anyway, it would be taken off the list.
 //!
-//! The `k/` records already carry etcd's per-key metadata: the revision at
-//! which the key was created, the revision of its last change and the number
-//! of changes since creation. Room is left for the rest of etcd's data model
-//! without moving anything: history for watch goes under
-//! `h/<revision u64 BE><user key>` (every change, removed by compaction
-//! below a compacted revision kept at `m/compacted`), leases under
-//! `l/<lease id u64 BE>` with the attached keys under
-//! `l/<lease id>/k/<user key>`. Because all prefixes are distinct single
-//! letters followed by `/`, a scan of `k/` never sees metadata.
-//!
 //! # Commands
 //!
-//! A normal Raft entry carries one [`Command`], encoded by
-//! [`Command::encode`]: a tag, the proposer's request id (so the proposer
-//! can find its waiting client), the key and the value. An empty entry is the
-//! no-op a new leader appends; it only advances the applied index.
+//! A normal Raft entry carries one [`Command`] (see [`crate::command`]): a
+//! write transaction or a compaction. Applying one stages it in the MVCC
+//! store; an MVCC refusal (compacting a compacted or future revision) is
+//! the command's answer, the same on every node, and the entry still
+//! counts as applied. An empty entry is the no-op a new leader appends; it
+//! only advances the applied index.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::ops::Bound;
 use std::sync::atomic::AtomicBool;
@@ -82,18 +86,22 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use engines::export::ExportReader;
-use engines::{Engine, KeyRange, WriteBatch, WriteOptions};
+use engines::{BatchOp, Engine, KeyRange, WriteBatch, WriteOptions};
 use protobuf::Message as _;
 use raft::prelude::ConfState;
 use serde::{Deserialize, Serialize};
 
+pub use crate::command::{Applied, Command, CommandResponse};
 use crate::consistent_export::{self, ExportError, ExportOverlay};
 use crate::install_gate::{GatedEngine, InstallGate};
+use crate::mvcc::txn::{RangeRequest, RangeResponse};
+use crate::mvcc::{KeyValue, MvccError, MvccStore, OpenStats, Staging};
 use crate::raft::identity::ClusterId;
 
-pub const DATA_PREFIX: &[u8] = b"k/";
 const APPLIED_KEY: &[u8] = b"m/applied";
-const REVISION_KEY: &[u8] = b"m/revision";
+/// The layout of the engine's keys; absent in engines written before MVCC.
+const FORMAT_KEY: &[u8] = b"m/format";
+const FORMAT: &[u8] = b"mvcc/1";
 const CONF_STATE_KEY: &[u8] = b"m/confstate";
 const MEMBERS_PREFIX: &[u8] = b"m/members/";
 const CLUSTER_KEY: &[u8] = b"m/cluster";
@@ -117,73 +125,14 @@ pub enum StateMachineError {
     Snapshot(String),
     #[error("snapshot export: {0}")]
     Export(#[from] ExportError),
-}
-
-/// A client write, as carried in a Raft entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    Put {
-        request: u64,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    Delete {
-        request: u64,
-        key: Vec<u8>,
-    },
-}
-
-const TAG_PUT: u8 = 1;
-const TAG_DELETE: u8 = 2;
-
-impl Command {
-    pub fn request(&self) -> u64 {
-        match self {
-            Command::Put { request, .. } | Command::Delete { request, .. } => *request,
-        }
-    }
-
-    /// `tag u8 | request u64 LE | key length u32 LE | key | value`.
-    pub fn encode(&self) -> Vec<u8> {
-        let (tag, request, key, value): (u8, u64, &[u8], &[u8]) = match self {
-            Command::Put {
-                request,
-                key,
-                value,
-            } => (TAG_PUT, *request, key, value),
-            Command::Delete { request, key } => (TAG_DELETE, *request, key, &[]),
-        };
-        let mut out = Vec::with_capacity(13 + key.len() + value.len());
-        out.push(tag);
-        out.extend_from_slice(&request.to_le_bytes());
-        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        out.extend_from_slice(key);
-        out.extend_from_slice(value);
-        out
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Command, String> {
-        if bytes.len() < 13 {
-            return Err(format!("command of {} bytes is too short", bytes.len()));
-        }
-        let request = u64::from_le_bytes(bytes[1..9].try_into().map_err(|_| "request id")?);
-        let key_len =
-            u32::from_le_bytes(bytes[9..13].try_into().map_err(|_| "key length")?) as usize;
-        let key = bytes
-            .get(13..13 + key_len)
-            .ok_or("key length points past the end")?
-            .to_vec();
-        let value = bytes[13 + key_len..].to_vec();
-        match bytes[0] {
-            TAG_PUT => Ok(Command::Put {
-                request,
-                key,
-                value,
-            }),
-            TAG_DELETE => Ok(Command::Delete { request, key }),
-            other => Err(format!("unknown command tag {other}")),
-        }
-    }
+    #[error("MVCC store: {0}")]
+    Mvcc(#[from] MvccError),
+    #[error(
+        "this data directory was written by a metcd without MVCC (user keys under k/, no m/format); \
+         this metcd keeps etcd's revision history and cannot read it: start the member with an \
+         empty data directory (it catches up from the leader) or restore a snapshot"
+    )]
+    OldLayout,
 }
 
 /// One member of the cluster: where its peers and its clients reach it.
@@ -194,6 +143,9 @@ pub struct Member {
     pub peer: String,
     /// `host:port` of the client HTTP listener.
     pub client: String,
+    /// `host:port` of the etcd v3 gRPC listener, if the member serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<String>,
     #[serde(default)]
     pub learner: bool,
 }
@@ -201,54 +153,6 @@ pub struct Member {
 /// Every known member by id, shared by the node, the transport (peer
 /// addresses) and the HTTP API (redirects, `/-/members`).
 pub type Members = Arc<RwLock<BTreeMap<u64, Member>>>;
-
-/// What applying one command did, reported to the waiting client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Applied {
-    /// The cluster revision after the command.
-    pub revision: u64,
-    /// For a delete: whether the key existed.
-    pub existed: bool,
-}
-
-/// The per-key record stored under `k/<key>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRecord {
-    pub create_revision: u64,
-    pub mod_revision: u64,
-    pub version: u64,
-    pub value: Vec<u8>,
-}
-
-impl KeyRecord {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(24 + self.value.len());
-        out.extend_from_slice(&self.create_revision.to_be_bytes());
-        out.extend_from_slice(&self.mod_revision.to_be_bytes());
-        out.extend_from_slice(&self.version.to_be_bytes());
-        out.extend_from_slice(&self.value);
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Option<KeyRecord> {
-        if bytes.len() < 24 {
-            return None;
-        }
-        let word = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
-        Some(KeyRecord {
-            create_revision: word(0),
-            mod_revision: word(8),
-            version: word(16),
-            value: bytes[24..].to_vec(),
-        })
-    }
-}
-
-pub fn data_key(user_key: &[u8]) -> Vec<u8> {
-    let mut key = DATA_PREFIX.to_vec();
-    key.extend_from_slice(user_key);
-    key
-}
 
 fn member_key(id: u64) -> Vec<u8> {
     let mut key = MEMBERS_PREFIX.to_vec();
@@ -261,7 +165,12 @@ pub struct StateMachine {
     engine: Arc<dyn Engine>,
     applied_index: u64,
     applied_term: u64,
-    revision: u64,
+    /// etcd's data: the history of every user key and its index.
+    mvcc: Arc<MvccStore>,
+    /// The MVCC changes of the entries being applied, not yet written.
+    mvcc_staging: Staging,
+    /// What rebuilding the key index cost at the last open or install.
+    open_stats: OpenStats,
     conf_state: ConfState,
     members: Members,
     cluster_id: Option<ClusterId>,
@@ -315,23 +224,99 @@ impl ExportStart {
     }
 }
 
-/// Changes of the entries being applied, not yet written: one batch per
-/// Ready, with reads of keys changed earlier in the batch served from here.
+/// Metadata changes of the entries being applied (membership, identity),
+/// written with the MVCC changes and the applied index in one batch.
 #[derive(Default)]
 struct Staged {
     batch: WriteBatch,
-    overlay: HashMap<Vec<u8>, Option<KeyRecord>>,
     dirty: bool,
+}
+
+/// Client reads of the key-value data: the MVCC store seen through the
+/// install gate, so that no read sees a snapshot half installed (the gate
+/// is held across the whole read: the index lookup and the record reads).
+#[derive(Clone)]
+pub struct KvReader {
+    mvcc: Arc<MvccStore>,
+    gate: Arc<InstallGate>,
+}
+
+impl KvReader {
+    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        let _shared = self.gate.read()?;
+        self.mvcc.range(request)
+    }
+
+    /// One key at the current revision.
+    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
+        let request = RangeRequest {
+            key: key.to_vec(),
+            ..RangeRequest::default()
+        };
+        Ok(self.range(&request)?.kvs.pop())
+    }
+
+    /// The newest revision readers see.
+    pub fn revision(&self) -> i64 {
+        self.mvcc.current_revision()
+    }
+
+    /// etcd's `HashKV`: (hash of the history up to `revision`, current
+    /// revision, compaction point).
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), MvccError> {
+        let _shared = self.gate.read()?;
+        self.mvcc.hash_kv(revision)
+    }
+
+    /// etcd's `Hash`: a CRC-32 of every pair in the engine (the marker of
+    /// an install in progress excepted).
+    pub fn hash_all(&self) -> Result<u32, MvccError> {
+        let _shared = self.gate.read()?;
+        let engine = self.mvcc.engine();
+        let mut hasher = crc32fast::Hasher::new();
+        let mut range = KeyRange::all();
+        loop {
+            let page = engine.scan(&range, INSTALL_BATCH)?;
+            for (key, value) in &page {
+                if key != INSTALLING_KEY {
+                    hasher.update(key);
+                    hasher.update(value);
+                }
+            }
+            match page.last() {
+                Some((last, _)) if page.len() == INSTALL_BATCH => {
+                    range.start = Bound::Excluded(last.clone());
+                }
+                _ => return Ok(hasher.finalize()),
+            }
+        }
+    }
+
+    pub fn compacted_revision(&self) -> i64 {
+        self.mvcc.compacted_revision()
+    }
 }
 
 impl StateMachine {
     /// Loads the applied index, revision, membership from `engine`.
     pub fn open(engine: Arc<dyn Engine>, members: Members) -> Result<Self, StateMachineError> {
+        if engine.get(APPLIED_KEY)?.is_some() && engine.get(FORMAT_KEY)?.is_none() {
+            return Err(StateMachineError::OldLayout);
+        }
+        let (mvcc, open_stats) = MvccStore::open(Arc::clone(&engine))?;
+        tracing::info!(
+            records = open_stats.records,
+            keys = open_stats.keys,
+            elapsed_ms = open_stats.elapsed.as_millis() as u64,
+            "rebuilt the MVCC key index from the history"
+        );
         let mut sm = StateMachine {
             engine,
             applied_index: 0,
             applied_term: 0,
-            revision: 0,
+            mvcc: Arc::new(mvcc),
+            mvcc_staging: Staging::new(),
+            open_stats,
             conf_state: ConfState::default(),
             members,
             cluster_id: None,
@@ -345,8 +330,21 @@ impl StateMachine {
         // Test-only hooks are read once, here, at start.
         let _ = test_only_install_pause();
         let _ = consistent_export::test_only_page_delay();
-        sm.reload()?;
+        sm.reload_metadata()?;
         Ok(sm)
+    }
+
+    /// Client reads of the key-value data (see [`KvReader`]).
+    pub fn kv_reader(&self) -> KvReader {
+        KvReader {
+            mvcc: Arc::clone(&self.mvcc),
+            gate: Arc::clone(&self.gate),
+        }
+    }
+
+    /// What rebuilding the MVCC key index cost when it was last rebuilt.
+    pub fn open_stats(&self) -> OpenStats {
+        self.open_stats
     }
 
     /// The engine as client reads must see it: through the install gate.
@@ -383,8 +381,15 @@ impl StateMachine {
         Ok(())
     }
 
-    /// Re-reads the metadata after the engine's content was replaced.
+    /// Re-reads the metadata and rebuilds the MVCC key index after the
+    /// engine's content was replaced.
     pub fn reload(&mut self) -> Result<(), StateMachineError> {
+        self.open_stats = self.mvcc.reload()?;
+        self.mvcc_staging = Staging::new();
+        self.reload_metadata()
+    }
+
+    fn reload_metadata(&mut self) -> Result<(), StateMachineError> {
         let malformed = |key: &[u8], reason: &str| StateMachineError::Metadata {
             key: String::from_utf8_lossy(key).into_owned(),
             reason: reason.to_string(),
@@ -404,14 +409,6 @@ impl StateMachine {
             ),
             Some(_) => return Err(malformed(APPLIED_KEY, "expected 16 bytes")),
             None => (0, 0),
-        };
-        self.revision = match self.engine.get(REVISION_KEY)? {
-            Some(v) => u64::from_be_bytes(
-                v.as_slice()
-                    .try_into()
-                    .map_err(|_| malformed(REVISION_KEY, "expected 8 bytes"))?,
-            ),
-            None => 0,
         };
         self.conf_state = match self.engine.get(CONF_STATE_KEY)? {
             Some(v) => ConfState::parse_from_bytes(&v)
@@ -509,27 +506,13 @@ impl StateMachine {
         self.applied_term
     }
 
+    /// The store's revision as readers see it (written and published).
     pub fn revision(&self) -> u64 {
-        self.revision
+        self.mvcc.current_revision().max(0) as u64
     }
 
     pub fn conf_state(&self) -> &ConfState {
         &self.conf_state
-    }
-
-    /// The value of a user key, as of the last written batch.
-    pub fn get(engine: &dyn Engine, key: &[u8]) -> Result<Option<KeyRecord>, StateMachineError> {
-        Ok(engine
-            .get(&data_key(key))?
-            .as_deref()
-            .and_then(KeyRecord::decode))
-    }
-
-    fn read(&self, key: &[u8]) -> Result<Option<KeyRecord>, StateMachineError> {
-        match self.staged.overlay.get(key) {
-            Some(record) => Ok(record.clone()),
-            None => Self::get(self.engine.as_ref(), key),
-        }
     }
 
     fn advance(&mut self, index: u64, term: u64) {
@@ -539,40 +522,42 @@ impl StateMachine {
     }
 
     // ANCHOR: state_machine_apply
-    /// Stages one command of entry (`index`, `term`).
+    /// Stages one command of entry (`index`, `term`). The outer error is a
+    /// failure of the node (engine, damaged data); the inner one is the
+    /// command's own answer (etcd's message), identical on every node, and
+    /// the entry counts as applied either way.
     pub fn stage_command(
         &mut self,
         index: u64,
         term: u64,
         command: &Command,
-    ) -> Result<Applied, StateMachineError> {
-        self.revision += 1;
-        let revision = self.revision;
-        let applied = match command {
-            Command::Put { key, value, .. } => {
-                let previous = self.read(key)?;
-                let record = KeyRecord {
-                    create_revision: previous.as_ref().map_or(revision, |p| p.create_revision),
-                    mod_revision: revision,
-                    version: previous.as_ref().map_or(1, |p| p.version + 1),
-                    value: value.clone(),
-                };
-                self.staged.batch.put(data_key(key), record.encode());
-                self.staged.overlay.insert(key.clone(), Some(record));
-                Applied {
-                    revision,
-                    existed: previous.is_some(),
-                }
+    ) -> Result<Result<Applied, String>, StateMachineError> {
+        let result = match command {
+            Command::Txn(txn) => {
+                self.mvcc
+                    .txn(&mut self.mvcc_staging, txn)
+                    .map(|response| Applied {
+                        revision: response.revision.max(0) as u64,
+                        response: Some(CommandResponse::Txn(response)),
+                    })
             }
-            Command::Delete { key, .. } => {
-                let existed = self.read(key)?.is_some();
-                self.staged.batch.delete(data_key(key));
-                self.staged.overlay.insert(key.clone(), None);
-                Applied { revision, existed }
-            }
+            Command::Compact { revision } => self
+                .mvcc
+                .compact(&mut self.mvcc_staging, *revision)
+                .map(|_| Applied {
+                    revision: self.mvcc.staged_revision().max(0) as u64,
+                    response: Some(CommandResponse::Compacted),
+                }),
         };
         self.advance(index, term);
-        Ok(applied)
+        match result {
+            Ok(applied) => Ok(Ok(applied)),
+            Err(refused @ (MvccError::Compacted | MvccError::FutureRevision)) => {
+                Ok(Err(format!("etcdserver: {refused}")))
+            }
+            Err(MvccError::KeyNotFound) => Ok(Err(MvccError::KeyNotFound.to_string())),
+            Err(failure) => Err(failure.into()),
+        }
     }
 
     /// Stages an entry without a command (a new leader's no-op, or one that
@@ -581,21 +566,29 @@ impl StateMachine {
         self.advance(index, term);
     }
 
-    /// Writes everything staged, the applied index, the revision and the
-    /// membership in one atomic batch.
+    /// Writes everything staged (the MVCC changes, the metadata), the
+    /// applied index and the layout marker in one atomic batch, then shows
+    /// the new revision to readers.
     pub fn commit(&mut self) -> Result<(), StateMachineError> {
-        if !self.staged.dirty {
+        if !self.staged.dirty && self.mvcc_staging.is_empty() {
             return Ok(());
         }
         let _timer = crate::metrics::BACKEND_COMMIT.start_timer();
-        let mut staged = std::mem::take(&mut self.staged);
+        let staged = std::mem::take(&mut self.staged);
+        let (mut batch, written) = self.mvcc.take_batch(&mut self.mvcc_staging);
+        for op in staged.batch.into_ops() {
+            match op {
+                BatchOp::Put { key, value } => batch.put(key, value),
+                BatchOp::Delete { key } => batch.delete(key),
+            };
+        }
         let mut applied = self.applied_index.to_be_bytes().to_vec();
         applied.extend_from_slice(&self.applied_term.to_be_bytes());
-        staged.batch.put(APPLIED_KEY, applied);
-        staged
-            .batch
-            .put(REVISION_KEY, self.revision.to_be_bytes().to_vec());
-        self.write(staged.batch)
+        batch.put(APPLIED_KEY, applied);
+        batch.put(FORMAT_KEY, FORMAT.to_vec());
+        self.write(batch)?;
+        self.mvcc.publish(written);
+        Ok(())
     }
     // ANCHOR_END: state_machine_apply
 
@@ -810,43 +803,26 @@ mod tests {
     }
 
     #[test]
-    fn commands_round_trip() {
-        let put = Command::Put {
-            request: 7,
-            key: b"k".to_vec(),
-            value: b"v\x00".to_vec(),
-        };
-        assert_eq!(Command::decode(&put.encode()).unwrap(), put);
-        let del = Command::Delete {
-            request: 9,
-            key: vec![],
-        };
-        assert_eq!(Command::decode(&del.encode()).unwrap(), del);
-        assert!(Command::decode(b"\x01short").is_err());
-    }
-
-    #[test]
     fn applied_index_is_stored_with_the_data() {
         let engine = memory();
         let members = Members::default();
         let mut sm = StateMachine::open(Arc::clone(&engine), members.clone()).unwrap();
-        let put = |request, value: &str| Command::Put {
-            request,
-            key: b"a".to_vec(),
-            value: value.as_bytes().to_vec(),
-        };
-        sm.stage_command(1, 1, &put(1, "one")).unwrap();
-        let second = sm.stage_command(2, 1, &put(2, "two")).unwrap();
-        assert!(second.existed);
+        let put = |value: &str| Command::put("a", value);
+        sm.stage_command(1, 1, &put("one")).unwrap().unwrap();
+        let second = sm.stage_command(2, 1, &put("two")).unwrap().unwrap();
+        // etcd's numbering: a fresh store is at 1, the first write gets 2.
+        assert_eq!(second.revision, 3);
+        assert_eq!(sm.revision(), 1, "not visible before the batch is written");
         sm.commit().unwrap();
+        assert_eq!(sm.revision(), 3);
         let reopened = StateMachine::open(Arc::clone(&engine), members).unwrap();
         assert_eq!(reopened.applied_index(), 2);
-        assert_eq!(reopened.revision(), 2);
-        let record = StateMachine::get(engine.as_ref(), b"a").unwrap().unwrap();
+        assert_eq!(reopened.revision(), 3);
+        let record = reopened.kv_reader().get(b"a").unwrap().unwrap();
         assert_eq!(record.value, b"two");
         assert_eq!(
             (record.create_revision, record.mod_revision, record.version),
-            (1, 2, 2)
+            (2, 3, 2)
         );
     }
 
@@ -909,20 +885,14 @@ mod tests {
             id: 2,
             peer: "127.0.0.1:2".into(),
             client: "127.0.0.1:3".into(),
+            grpc: None,
             learner: false,
         };
         sm.stage_conf_change(1, 1, cs.clone(), 2, Some(member.clone()))
             .unwrap();
-        sm.stage_command(
-            2,
-            1,
-            &Command::Put {
-                request: 1,
-                key: b"x".to_vec(),
-                value: b"y".to_vec(),
-            },
-        )
-        .unwrap();
+        sm.stage_command(2, 1, &Command::put("x", "y"))
+            .unwrap()
+            .unwrap();
         sm.commit().unwrap();
         let start = sm.begin_export().unwrap();
         let mut data = Vec::new();
@@ -934,14 +904,12 @@ mod tests {
         assert_eq!(other.applied_index(), 2);
         assert_eq!(other.conf_state(), &cs);
         assert_eq!(other_members.read().unwrap().get(&2), Some(&member));
+        let x = other.kv_reader().get(b"x").unwrap().unwrap();
+        assert_eq!((x.value.as_slice(), x.mod_revision), (&b"y"[..], 2));
     }
 
-    fn put(request: u64, key: &str, value: &str) -> Command {
-        Command::Put {
-            request,
-            key: key.as_bytes().to_vec(),
-            value: value.as_bytes().to_vec(),
-        }
+    fn put(_index: u64, key: &str, value: &str) -> Command {
+        Command::put(key, value)
     }
 
     /// A state machine at index `n` with `n` keys, and its export.
@@ -949,6 +917,7 @@ mod tests {
         let mut sm = StateMachine::open(memory(), Members::default()).unwrap();
         for i in 1..=n {
             sm.stage_command(i, 1, &put(i, &format!("key{i:05}"), "v"))
+                .unwrap()
                 .unwrap();
         }
         sm.commit().unwrap();
@@ -962,11 +931,17 @@ mod tests {
     #[test]
     fn writes_during_an_export_do_not_reach_it() {
         let mut sm = StateMachine::open(memory(), Members::default()).unwrap();
-        sm.stage_command(1, 1, &put(1, "a", "old")).unwrap();
+        sm.stage_command(1, 1, &put(1, "a", "old"))
+            .unwrap()
+            .unwrap();
         sm.commit().unwrap();
         let start = sm.begin_export().unwrap();
-        sm.stage_command(2, 1, &put(2, "a", "new")).unwrap();
-        sm.stage_command(3, 1, &put(3, "b", "new")).unwrap();
+        sm.stage_command(2, 1, &put(2, "a", "new"))
+            .unwrap()
+            .unwrap();
+        sm.stage_command(3, 1, &put(3, "b", "new"))
+            .unwrap()
+            .unwrap();
         sm.commit().unwrap();
         let mut data = Vec::new();
         start.write_to(&mut data, &AtomicBool::new(false)).unwrap();
@@ -974,13 +949,10 @@ mod tests {
         let mut other = StateMachine::open(memory(), Members::default()).unwrap();
         other.install(1, 1, &mut data.as_slice()).unwrap();
         assert_eq!(other.applied_index(), 1);
-        let a = StateMachine::get(other.engine().as_ref(), b"a").unwrap();
+        let a = other.kv_reader().get(b"a").unwrap();
         assert_eq!(a.unwrap().value, b"old");
-        assert!(
-            StateMachine::get(other.engine().as_ref(), b"b")
-                .unwrap()
-                .is_none()
-        );
+        assert!(other.kv_reader().get(b"b").unwrap().is_none());
+        assert_eq!(other.revision(), 2);
     }
 
     #[test]
@@ -988,22 +960,20 @@ mod tests {
         let (_, data) = exported(3000);
         let engine = memory();
         let mut sm = StateMachine::open(Arc::clone(&engine), Members::default()).unwrap();
-        sm.stage_command(1, 1, &put(1, "stale", "x")).unwrap();
+        sm.stage_command(1, 1, &put(1, "stale", "x"))
+            .unwrap()
+            .unwrap();
         sm.commit().unwrap();
-        assert_eq!(sm.install(3000, 1, &mut data.as_slice()).unwrap(), 3002);
+        // 3000 history records, m/applied, m/format, m/mvcc-current and
+        // m/mvcc-compacted.
+        assert_eq!(sm.install(3000, 1, &mut data.as_slice()).unwrap(), 3004);
         assert_eq!(sm.applied_index(), 3000);
-        assert_eq!(sm.revision(), 3000);
+        assert_eq!(sm.revision(), 3001);
         assert!(sm.interrupted_install().unwrap().is_none());
-        assert!(
-            StateMachine::get(engine.as_ref(), b"stale")
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            StateMachine::get(engine.as_ref(), b"key03000")
-                .unwrap()
-                .is_some()
-        );
+        let kv = sm.kv_reader();
+        assert!(kv.get(b"stale").unwrap().is_none());
+        assert!(kv.get(b"key03000").unwrap().is_some());
+        assert_eq!(sm.open_stats().keys, 3000, "the key index was rebuilt");
     }
 
     #[test]
@@ -1011,7 +981,9 @@ mod tests {
         let (_, data) = exported(3000);
         let engine = memory();
         let mut sm = StateMachine::open(Arc::clone(&engine), Members::default()).unwrap();
-        sm.stage_command(1, 1, &put(1, "stale", "x")).unwrap();
+        sm.stage_command(1, 1, &put(1, "stale", "x"))
+            .unwrap()
+            .unwrap();
         sm.commit().unwrap();
         // The stream breaks off in the middle: what a crash leaves behind.
         let cut = &data[..data.len() / 2];
@@ -1029,7 +1001,7 @@ mod tests {
     #[test]
     fn reads_through_the_gate_wait_for_an_install() {
         let (mut sm, data) = exported(5000);
-        let reader = sm.reader();
+        let reader = sm.kv_reader();
         let stop = Arc::new(AtomicBool::new(false));
         let reads = {
             let stop = Arc::clone(&stop);
@@ -1038,7 +1010,7 @@ mod tests {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     // The last key exists before and after the install, but
                     // not in between (cleared, rewritten last).
-                    let record = StateMachine::get(reader.as_ref(), b"key05000").unwrap();
+                    let record = reader.get(b"key05000").unwrap();
                     assert!(record.is_some(), "a read saw the engine half-installed");
                     seen += 1;
                 }

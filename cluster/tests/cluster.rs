@@ -231,7 +231,7 @@ async fn add_a_voter_then_remove_a_node() {
     client.put(b"before", b"join").await.unwrap();
     let (peer, client_address) = cluster.add_joiner(4);
     client
-        .member_add(4, &peer, &client_address, false)
+        .member_add(4, &peer, &client_address, None, false)
         .await
         .unwrap();
     let index = cluster.nodes.len() - 1;
@@ -274,11 +274,13 @@ async fn a_learner_catches_up_through_a_snapshot_and_is_promoted() {
     }
     let (peer, client_address) = cluster.add_joiner(4);
     client
-        .member_add(4, &peer, &client_address, true)
+        .member_add(4, &peer, &client_address, None, true)
         .await
         .unwrap();
     // A second change while... nothing is pending: adding 4 again is refused.
-    let again = client.member_add(4, &peer, &client_address, true).await;
+    let again = client
+        .member_add(4, &peer, &client_address, None, true)
+        .await;
     assert!(again.is_err(), "adding an existing member must fail");
     let index = cluster.nodes.len() - 1;
     cluster.spawn(index);

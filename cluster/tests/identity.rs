@@ -30,7 +30,7 @@ async fn a_member_started_without_join_does_not_become_a_cluster_of_its_own() {
     client.put(b"k", b"v").await.unwrap();
     let (peer, client_address) = cluster.add_joiner(4);
     client
-        .member_add(4, &peer, &client_address, false)
+        .member_add(4, &peer, &client_address, None, false)
         .await
         .unwrap();
     let index = cluster.nodes.len() - 1;
@@ -123,6 +123,7 @@ async fn two_clusters_on_each_others_peer_ports_do_not_exchange_messages() {
         id,
         client: format!("127.0.0.1:{}", free_port()),
         peer: format!("127.0.0.1:{}", free_port()),
+        grpc: format!("127.0.0.1:{}", free_port()),
         dir: tmp.path().join(format!("b{id}")),
         child: None,
         joined: false,

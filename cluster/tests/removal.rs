@@ -51,7 +51,7 @@ async fn a_node_removed_while_down_stops_after_restart() {
     let node = cluster.node(victim);
     let again = cluster
         .client()
-        .member_add(victim, &node.peer, &node.client, false)
+        .member_add(victim, &node.peer, &node.client, None, false)
         .await
         .unwrap_err()
         .to_string();

@@ -125,10 +125,46 @@ impl LimitFiles {
         };
         result.map_err(|reason| {
             WorkloadError::MemoryLimit(format!(
-                "cannot set the limit to {} MiB: {reason} (the engine's own memory may exceed it)",
-                bytes >> 20
+                "cannot set the limit to {} MiB: {reason}; {}",
+                bytes >> 20,
+                self.usage()
             ))
         })
+    }
+
+    /// What the cgroup holds now, split into the processes' own memory
+    /// (anonymous: heap, which only the process can give back) and file
+    /// pages (the page cache, which the kernel can evict), for the message
+    /// of a limit that could not be set.
+    fn usage(&self) -> String {
+        let stat = self.dir.join("memory.stat");
+        let (anon, file) = match self.version {
+            Version::V2 => (keyed(&stat, "anon"), keyed(&stat, "file")),
+            Version::V1 => (keyed(&stat, "rss"), keyed(&stat, "cache")),
+        };
+        match (anon, file) {
+            (Some(anon), Some(file)) => format!(
+                "the engine's process holds {} MiB of its own memory (heap) and {} MiB of page \
+                 cache: its own memory alone does not fit under the limit",
+                anon >> 20,
+                file >> 20
+            ),
+            _ => "the engine's own memory may exceed it".to_string(),
+        }
+    }
+}
+
+/// Gives the C allocator's free memory back to the kernel. glibc keeps the
+/// memory freed by a process in its arenas (the memtables an engine filled
+/// while loading and then flushed, say), and a cgroup counts it as the
+/// process's own until it is returned; without this, lowering the limit
+/// after the load can fail although the engine no longer uses that memory.
+pub fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's arenas
+    // to the kernel; it takes no pointers and is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -414,7 +414,10 @@ pub fn run_job(job_file: &Path) -> Result<()> {
         job.engine,
         &job.machine,
         Some(job.limit),
-        &mut || files.set(final_limit),
+        &mut || {
+            memory_limit::release_free_heap();
+            files.set(final_limit)
+        },
     )
 }
 

@@ -88,9 +88,12 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
+pub use super::raft_call::Outcome;
+use super::raft_call::{self, CallError, Effect};
+use crate::mvcc::txn::{RangeRequest, RangeResponse};
 use crate::raft::handle::Admission;
 use crate::raft::{MemberChange, NodeHandle, NodeStatus, Request, WriteError, WriteReply};
-use crate::state_machine::{Command, Member, StateMachine};
+use crate::state_machine::{Command, Member};
 
 /// etcd's default maximum request size.
 pub const MAX_VALUE_BYTES: usize = 1536 * 1024;
@@ -136,24 +139,6 @@ struct Api {
 
 /// The header that tells whether a failed request had an effect.
 pub const OUTCOME_HEADER: &str = "x-metcd-outcome";
-
-/// Whether a failed request had an effect (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Certainly not applied: safe to retry.
-    NotApplied,
-    /// Maybe applied, maybe not.
-    Unknown,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::NotApplied => "not-applied",
-            Outcome::Unknown => "unknown",
-        }
-    }
-}
 
 /// The router of one node.
 pub fn router(node: NodeHandle, config: ApiConfig) -> Router {
@@ -281,13 +266,19 @@ fn outcome_unknown(message: impl Into<String>) -> Response {
     response
 }
 
+/// The response for a request the Raft thread did not answer.
+fn call_failed(err: CallError) -> Response {
+    match err.outcome() {
+        Outcome::NotApplied => unavailable(err.to_string()),
+        Outcome::Unknown => outcome_unknown(err.to_string()),
+    }
+}
+
 /// 503 for a request refused because too many wait for the Raft thread.
 fn overloaded(api: &Api) -> Response {
-    unavailable(format!(
-        "too many requests are waiting for the raft thread (limit {}, --max-queued-requests); \
-         not applied, retry shortly",
-        api.admission.limit()
-    ))
+    call_failed(CallError::Overloaded {
+        limit: api.admission.limit(),
+    })
 }
 
 fn json(status: StatusCode, value: serde_json::Value) -> Response {
@@ -323,16 +314,6 @@ fn redirect_to_leader(api: &Api, leader: Option<u64>, uri: &Uri) -> Response {
     response
 }
 
-/// What a request can change, and so what a lost answer means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Effect {
-    /// A read or a status query: nothing, always safe to retry.
-    None,
-    /// A write or a membership change: once sent, a lost answer leaves the
-    /// outcome unknown.
-    Write,
-}
-
 /// Sends `request` to the Raft thread and waits for its answer within the
 /// request timeout.
 async fn ask<T>(
@@ -341,32 +322,15 @@ async fn ask<T>(
     answer: oneshot::Receiver<T>,
     effect: Effect,
 ) -> Result<T, Response> {
-    if api.node.requests.send(request).is_err() {
-        return Err(unavailable(
-            "this node is shutting down; nothing was proposed",
-        ));
-    }
-    let timeout = api.config.request_timeout.as_millis();
-    match (
-        tokio::time::timeout(api.config.request_timeout, answer).await,
+    raft_call::call(
+        &api.node,
+        api.config.request_timeout,
+        request,
+        answer,
         effect,
-    ) {
-        (Ok(Ok(value)), _) => Ok(value),
-        (Ok(Err(_)), Effect::None) => Err(unavailable(
-            "the raft thread stopped before answering; retry on another node",
-        )),
-        (Ok(Err(_)), Effect::Write) => Err(outcome_unknown(
-            "the raft thread stopped after the write was handed to it; it may or may not be \
-             applied, read the key to find out",
-        )),
-        (Err(_), Effect::None) => Err(unavailable(format!(
-            "the cluster did not answer within {timeout} ms (quorum lost?); retry"
-        ))),
-        (Err(_), Effect::Write) => Err(outcome_unknown(format!(
-            "the cluster did not answer within {timeout} ms (quorum lost or leader changed?); \
-             the write may or may not be applied, read the key to find out"
-        ))),
-    }
+    )
+    .await
+    .map_err(call_failed)
 }
 
 async fn health(State(api): State<Api>) -> Response {
@@ -452,6 +416,9 @@ struct AddMember {
     id: u64,
     peer: String,
     client: String,
+    /// The member's etcd gRPC address, if it will serve one.
+    #[serde(default)]
+    grpc: Option<String>,
     #[serde(default)]
     learner: bool,
 }
@@ -489,6 +456,7 @@ async fn add_member(State(api): State<Api>, uri: Uri, body: Body) -> Response {
         id: request.id,
         peer: request.peer,
         client: request.client,
+        grpc: request.grpc,
         learner: request.learner,
     };
     let change = if request.learner {
@@ -700,19 +668,14 @@ async fn key_handler(
                 Ok(bytes) => bytes.to_vec(),
                 Err(response) => return response,
             };
-            let command = Command::Put {
-                request: 0,
-                key,
-                value,
-            };
-            propose(&api, &uri, command).await
+            propose(&api, &uri, Command::put(key, value)).await
         }
         Method::DELETE => {
             let view = api.node.view();
             if !view.is_leader {
                 return redirect_to_leader(&api, Some(view.leader), &uri);
             }
-            propose(&api, &uri, Command::Delete { request: 0, key }).await
+            propose(&api, &uri, Command::delete(key)).await
         }
         other => error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -775,10 +738,18 @@ async fn read_key(api: &Api, key: Vec<u8>, consistency: Option<String>) -> Respo
             );
         }
     }
-    match StateMachine::get(api.node.engine.as_ref(), &key) {
-        Ok(Some(record)) => {
+    let request = RangeRequest {
+        key: key.clone(),
+        ..RangeRequest::default()
+    };
+    match api.node.kv.range(&request) {
+        Ok(RangeResponse {
+            mut kvs, revision, ..
+        }) if !kvs.is_empty() => {
+            let record = kvs.swap_remove(0);
             let mut response = (StatusCode::OK, record.value).into_response();
             let headers = response.headers_mut();
+            headers.insert("x-metcd-revision", HeaderValue::from(revision));
             headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
@@ -794,13 +765,13 @@ async fn read_key(api: &Api, key: Vec<u8>, consistency: Option<String>) -> Respo
             headers.insert("x-metcd-version", HeaderValue::from(record.version));
             response
         }
-        Ok(None) => error(
+        Ok(_) => error(
             StatusCode::NOT_FOUND,
             format!("key not found: {}", String::from_utf8_lossy(&key)),
         ),
         Err(err) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("reading the engine: {err}"),
+            format!("reading the store: {err}"),
         ),
     }
 }
@@ -831,11 +802,17 @@ mod tests {
             is_leader: true,
             term: 2,
         };
+        let kv = crate::state_machine::StateMachine::open(Arc::clone(&engine), Default::default())
+            .unwrap()
+            .kv_reader();
         let node = NodeHandle {
             id: 1,
             requests,
             members: Default::default(),
             engine,
+            kv,
+            removed: Default::default(),
+            data_dir: dir.path().to_path_buf(),
             view: Arc::new(RwLock::new(view)),
             exit,
             identity: crate::raft::identity::Identity {

@@ -1,11 +1,21 @@
-//! The client APIs of a node. Today: [`http`], the curl-able HTTP API that
-//! `metcdctl`, the tests and the workload harness speak, with two routes
-//! of their own beside it: [`metrics`] (`GET /metrics`, Prometheus' text
-//! format) and [`identity`] (`GET /-/cluster`, which a joining node asks).
+//! The client APIs of a node:
+//!
+//! * [`grpc`]: etcd's v3 gRPC API (KV, Cluster, Maintenance), which
+//!   `etcdctl` and etcd's client libraries speak, on `--listen-grpc`;
+//! * [`http`]: the curl-able HTTP API that `metcdctl`, the tests and the
+//!   workload harness speak, with two routes of their own beside it:
+//!   [`metrics`] (`GET /metrics`, Prometheus' text format) and [`identity`]
+//!   (`GET /-/cluster`, which a joining node asks).
+//!
+//! Both reach the Raft thread through [`raft_call`], which bounds the
+//! waiting requests, applies the request timeout and says whether a failed
+//! request had an effect.
 
+pub mod grpc;
 pub mod http;
 pub mod identity;
 pub mod metrics;
+pub mod raft_call;
 
 /// The routes that need only the node handle: `/metrics` and `/-/cluster`,
 /// merged into [`http::router`].

@@ -53,6 +53,10 @@ struct Args {
     /// Client HTTP address (any; a warning if not loopback: no TLS yet).
     #[arg(long, default_value = "127.0.0.1:3379")]
     listen_client: SocketAddr,
+    /// etcd v3 gRPC address (etcdctl, etcd client libraries); none if not
+    /// given. Any address; a warning if not loopback: no TLS yet.
+    #[arg(long)]
+    listen_grpc: Option<SocketAddr>,
     /// Raft peer address (any; a warning if not loopback: no TLS yet).
     #[arg(long, default_value = "127.0.0.1:3380")]
     listen_peer: SocketAddr,
@@ -66,6 +70,11 @@ struct Args {
     /// [default: this node's --listen-client only].
     #[arg(long)]
     initial_cluster_clients: Option<String>,
+    /// gRPC addresses of the initial cluster: 1=127.0.0.1:12379,2=...
+    /// [default: this node's --listen-grpc only]. A member without one
+    /// cannot take writes forwarded by the others' gRPC APIs.
+    #[arg(long)]
+    initial_cluster_grpc: Option<String>,
     /// Part of the new cluster's id, with the members' ids and peer
     /// addresses: give every cluster its own (the same on all its initial
     /// members), so that two clusters are never taken for one.
@@ -136,6 +145,13 @@ fn initial_members(args: &Args) -> anyhow::Result<Vec<Member>> {
             .unwrap_or(&default_clients),
     )
     .map_err(|e| anyhow::anyhow!("--initial-cluster-clients: {e}"))?;
+    let grpcs = match (&args.initial_cluster_grpc, &args.listen_grpc) {
+        (Some(list), _) => {
+            parse_id_list(list).map_err(|e| anyhow::anyhow!("--initial-cluster-grpc: {e}"))?
+        }
+        (None, Some(own)) => vec![(args.id, own.to_string())],
+        (None, None) => Vec::new(),
+    };
     let mut members = Vec::new();
     for (id, peer) in peers {
         let Some((_, client)) = clients.iter().find(|(c, _)| *c == id) else {
@@ -147,6 +163,10 @@ fn initial_members(args: &Args) -> anyhow::Result<Vec<Member>> {
             id,
             peer,
             client: client.clone(),
+            grpc: grpcs
+                .iter()
+                .find(|(g, _)| *g == id)
+                .map(|(_, address)| address.clone()),
             learner: false,
         });
     }
@@ -214,6 +234,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let client_listener = tokio::net::TcpListener::bind(listen_client)
         .await
         .with_context(|| format!("binding the client address {listen_client}"))?;
+    let grpc_listener = match args.listen_grpc {
+        Some(address) => {
+            let address = listen_address(address, "--listen-grpc");
+            Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("binding the gRPC address {address}"))?,
+            )
+        }
+        None => None,
+    };
     let config = NodeConfig {
         id: args.id,
         data_dir: data_dir.clone(),
@@ -238,6 +269,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         id = args.id,
         engine = %engine,
         client = %listen_client,
+        grpc = ?args.listen_grpc,
         peer = %listen_peer,
         data_dir = %data_dir.display(),
         "metcd node started"
@@ -253,6 +285,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut exit = node.exit.clone();
     let outcome = node.exit.clone();
+    let (grpc_stop_tx, mut grpc_stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(listener) = grpc_listener {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = grpc_stop_rx.wait_for(|stop| *stop).await;
+            };
+            if let Err(err) = cluster::api::grpc::serve(listener, node, api, shutdown).await {
+                tracing::error!(%err, "the gRPC server failed");
+            }
+        });
+    }
     let app = router(node, api);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<bool>();
     let stopped = async move {
@@ -262,6 +306,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             _ = exit.wait_for(|e| e.is_some()) => false,
             _ = tokio::signal::ctrl_c() => true,
         };
+        let _ = grpc_stop_tx.send(true);
         let _ = stop_tx.send(interrupted);
     };
     serve(client_listener, app, api.header_read_timeout, stopped).await;

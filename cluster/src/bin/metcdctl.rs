@@ -5,7 +5,12 @@
 //! metcdctl get hello
 //! metcdctl member add-learner 4 --peer 127.0.0.1:43380 --client 127.0.0.1:43379
 //! metcdctl status
+//! metcdctl snapshot restore backup.db --data-dir data/new-1 --engine redb
 //! ```
+//!
+//! Backups are taken with `etcdctl snapshot save` against a member's gRPC
+//! address; `snapshot restore` builds one new member's data directory from
+//! such a file (see `cluster::backup`), without contacting any endpoint.
 //!
 //! Requests go to the endpoints in turn and follow redirects to the leader
 //! (see `cluster::client`). A write is retried only when it certainly was
@@ -55,6 +60,29 @@ enum Command {
         #[command(subcommand)]
         command: MemberCommand,
     },
+    /// Backups (saved with `etcdctl snapshot save`).
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapshotCommand {
+    /// Build the data directory of one member of a NEW cluster from a
+    /// backup: run it once per member (same file, a directory each), then
+    /// start the members with --initial-cluster as a new cluster.
+    Restore {
+        /// The backup file (from `etcdctl snapshot save`).
+        file: std::path::PathBuf,
+        /// The new member's data directory (must not exist or be empty).
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// The engine the new member will run: redb, sled, rocksdb, fjall
+        /// or bitcask (the memory engine keeps nothing on disk).
+        #[arg(long)]
+        engine: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -68,6 +96,9 @@ enum MemberCommand {
         peer: String,
         #[arg(long)]
         client: String,
+        /// The member's etcd gRPC address (its --listen-grpc), if any.
+        #[arg(long)]
+        grpc: Option<String>,
     },
     /// Add a learner (non-voting member that receives the log).
     AddLearner {
@@ -76,6 +107,9 @@ enum MemberCommand {
         peer: String,
         #[arg(long)]
         client: String,
+        /// The member's etcd gRPC address (its --listen-grpc), if any.
+        #[arg(long)]
+        grpc: Option<String>,
     },
     /// Promote a learner to a voter.
     Promote { id: u64 },
@@ -84,6 +118,34 @@ enum MemberCommand {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if let Command::Snapshot {
+        command:
+            SnapshotCommand::Restore {
+                file,
+                data_dir,
+                engine,
+            },
+    } = &args.command
+    {
+        let kind: engines::EngineKind = engine.parse()?;
+        if kind == engines::EngineKind::Memory {
+            anyhow::bail!(
+                "the memory engine keeps nothing on disk, so a restored directory would start \
+                 empty; restore for redb, sled, rocksdb, fjall or bitcask"
+            );
+        }
+        let restored = cluster::backup::restore(file, data_dir, kind)?;
+        println!(
+            "restored {} pairs (the history at raft index {} of the old cluster) into {}; \
+             start this member with --engine {engine} --data-dir {} and --initial-cluster \
+             (a new cluster)",
+            restored.pairs,
+            restored.index,
+            data_dir.display(),
+            data_dir.display()
+        );
+        return Ok(());
+    }
     let client = Client::new(&[args.endpoints.as_str()])?
         .with_timeout(Duration::from_millis(args.timeout_ms));
     match args.command {
@@ -159,8 +221,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 id,
                 peer,
                 client: c,
+                grpc,
             } => {
-                client.member_add(id, &peer, &c, false).await?;
+                client
+                    .member_add(id, &peer, &c, grpc.as_deref(), false)
+                    .await?;
                 println!(
                     "member {id} added as a voter; start it with --join {}",
                     args.endpoints
@@ -170,8 +235,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 id,
                 peer,
                 client: c,
+                grpc,
             } => {
-                client.member_add(id, &peer, &c, true).await?;
+                client
+                    .member_add(id, &peer, &c, grpc.as_deref(), true)
+                    .await?;
                 println!(
                     "member {id} added as a learner; start it with --join {}",
                     args.endpoints
@@ -186,6 +254,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 println!("member {id} removed");
             }
         },
+        // Handled above, before any endpoint is contacted.
+        Command::Snapshot { .. } => {}
     }
     Ok(())
 }

@@ -138,6 +138,24 @@ fn read_i64(engine: &dyn Engine, key: &[u8]) -> Result<Option<i64>, MvccError> {
 impl MvccStore {
     /// Opens the store over `engine`, rebuilding the key index from history.
     pub fn open(engine: Arc<dyn Engine>) -> Result<(Self, OpenStats), MvccError> {
+        let (state, stats) = Self::rebuild(engine.as_ref())?;
+        let store = MvccStore {
+            engine,
+            state: RwLock::new(state),
+        };
+        Ok((store, stats))
+    }
+
+    /// Rebuilds the key index after the engine's content was replaced (a
+    /// snapshot installed under it). Anything staged is forgotten. The
+    /// caller keeps readers away while the engine and the index disagree.
+    pub fn reload(&self) -> Result<OpenStats, MvccError> {
+        let (state, stats) = Self::rebuild(self.engine.as_ref())?;
+        *self.write_state() = state;
+        Ok(stats)
+    }
+
+    fn rebuild(engine: &dyn Engine) -> Result<(State, OpenStats), MvccError> {
         let started = Instant::now();
         let mut index = TreeIndex::new();
         let mut records = 0u64;
@@ -177,25 +195,20 @@ impl MvccStore {
             }
             from = next;
         }
-        let current = read_i64(engine.as_ref(), CURRENT_KEY)?
-            .unwrap_or(1)
-            .max(last_main);
-        let compacted = read_i64(engine.as_ref(), COMPACTED_KEY)?.unwrap_or(0);
+        let current = read_i64(engine, CURRENT_KEY)?.unwrap_or(1).max(last_main);
+        let compacted = read_i64(engine, COMPACTED_KEY)?.unwrap_or(0);
         let stats = OpenStats {
             records,
             keys: index.len() as u64,
             elapsed: started.elapsed(),
         };
-        let store = MvccStore {
-            engine,
-            state: RwLock::new(State {
-                index,
-                published: current,
-                staged: current,
-                compacted,
-            }),
+        let state = State {
+            index,
+            published: current,
+            staged: current,
+            compacted,
         };
-        Ok((store, stats))
+        Ok((state, stats))
     }
 
     fn read_state(&self) -> RwLockReadGuard<'_, State> {
@@ -217,6 +230,49 @@ impl MvccStore {
 
     pub fn compacted_revision(&self) -> i64 {
         self.read_state().compacted
+    }
+
+    /// A CRC-32 of the history up to `revision` (0: the current one), the
+    /// current revision and the compaction point: etcd's `HashKV`. Replicas
+    /// that applied the same entries have equal hashes at equal revisions.
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), MvccError> {
+        let (current, compacted) = {
+            let state = self.read_state();
+            (state.published, state.compacted)
+        };
+        let at = if revision <= 0 { current } else { revision };
+        if at > current {
+            return Err(MvccError::FutureRevision);
+        }
+        if at < compacted {
+            return Err(MvccError::Compacted);
+        }
+        let end = Revision::new(at + 1, 0).history_key();
+        let mut hasher = crc32fast::Hasher::new();
+        let mut from = HISTORY_PREFIX.to_vec();
+        loop {
+            let page = self.engine.scan(
+                &KeyRange::half_open(from.clone(), end.clone()),
+                REBUILD_PAGE,
+            )?;
+            for (key, value) in &page {
+                hasher.update(key);
+                hasher.update(value);
+            }
+            match page.last() {
+                Some((last, _)) if page.len() == REBUILD_PAGE => {
+                    from = last.clone();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok((hasher.finalize(), current, compacted))
+    }
+
+    /// The newest revision staged by the writer (published or not).
+    pub fn staged_revision(&self) -> i64 {
+        self.read_state().staged
     }
 
     /// Keys alive at the current revision.

@@ -219,6 +219,8 @@ pub fn start(
     transport.connect_all();
     // Client reads pass the install gate.
     let reader = sm.reader();
+    let kv = sm.kv_reader();
+    let removed = sm.removed();
     let fsyncs = wal.fsync_counter();
     let fsync_micros = wal.fsync_micros();
     let start_request = std::time::SystemTime::now()
@@ -244,6 +246,7 @@ pub fn start(
         tick: config.tick,
         removed: false,
         snapshot_build: None,
+        snapshot_waiters: Vec::new(),
         sm,
     };
     std::thread::Builder::new()
@@ -266,6 +269,9 @@ pub fn start(
         requests: requests_tx,
         members,
         engine: reader,
+        kv,
+        removed,
+        data_dir: config.data_dir.clone(),
         view,
         exit,
     })

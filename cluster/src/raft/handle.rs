@@ -36,7 +36,9 @@ use tokio::sync::{oneshot, watch};
 use super::identity::{ClusterId, Identity};
 use super::snapshot_file::SnapshotError;
 use super::wal::WalError;
-use crate::state_machine::{Applied, Command, Member, Members, StateMachineError};
+use crate::state_machine::{
+    Applied, Command, KvReader, Member, Members, Removed, StateMachineError,
+};
 
 /// Why a node could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +148,17 @@ pub enum Request {
     Status {
         reply: oneshot::Sender<NodeStatus>,
     },
+    /// A snapshot file of the state machine, at least as new as the
+    /// applied index when asked (the Maintenance API's Snapshot).
+    Snapshot {
+        reply: oneshot::Sender<Result<PathBuf, String>>,
+    },
+    /// Hand leadership to another voter (the Maintenance API's
+    /// MoveLeader); answered once raft has started the transfer.
+    TransferLeader {
+        to: u64,
+        reply: oneshot::Sender<Result<(), WriteError>>,
+    },
     /// The transport's report on a snapshot message.
     SnapshotReport {
         to: u64,
@@ -209,7 +222,14 @@ pub struct NodeHandle {
     pub identity: Identity,
     pub requests: Sender<Request>,
     pub members: Members,
+    /// The engine, through the install gate (its kind, maintenance).
     pub engine: Arc<dyn Engine>,
+    /// Reads of the key-value data (etcd's MVCC store).
+    pub kv: KvReader,
+    /// Ids of removed members (never reused).
+    pub removed: Removed,
+    /// The member's data directory (its size is reported by Status).
+    pub data_dir: PathBuf,
     pub view: Arc<RwLock<RaftView>>,
     pub exit: watch::Receiver<Option<NodeExit>>,
 }

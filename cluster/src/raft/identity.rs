@@ -346,6 +346,7 @@ mod tests {
             id,
             peer: peer.into(),
             client: format!("client-of-{id}"),
+            grpc: None,
             learner: false,
         }
     }

@@ -68,6 +68,23 @@ pub(super) fn bootstrap_entries(
 }
 
 impl Node {
+    /// Starts handing leadership to voter `to` (raft's leader transfer:
+    /// the leader brings `to` up to date and tells it to campaign at once).
+    pub(super) fn transfer_leader(&mut self, to: u64) -> Result<(), WriteError> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(self.not_leader());
+        }
+        if !self.sm.conf_state().voters.contains(&to) {
+            return Err(WriteError::Rejected(format!(
+                "member {to} is not a voter; leadership can only move to a voter"
+            )));
+        }
+        if to != self.id {
+            self.raw.transfer_leader(to);
+        }
+        Ok(())
+    }
+
     // ANCHOR: conf_change
     /// Proposes one membership change, after checking it makes sense
     /// against the applied membership. Raft allows one change in flight.
@@ -256,7 +273,7 @@ impl Node {
             .stage_conf_change(entry.index, entry.term, conf_state, id, member)?;
         Ok(Ok(Applied {
             revision: self.sm.revision(),
-            existed: true,
+            response: None,
         }))
     }
     // ANCHOR_END: conf_change

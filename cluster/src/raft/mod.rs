@@ -123,4 +123,6 @@ struct Node {
     removed: bool,
     /// The snapshot being built in the background, if any.
     snapshot_build: Option<snapshot_policy::SnapshotBuild>,
+    /// Clients waiting for the snapshot being built.
+    snapshot_waiters: Vec<snapshot_policy::SnapshotWaiter>,
 }

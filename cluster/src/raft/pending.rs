@@ -174,20 +174,9 @@ impl Node {
             let _ = reply.send(Err(self.not_leader()));
             return;
         }
-        // The request id in the entry is informational only (logs, tools):
-        // waiters are matched by (index, term), never by this id.
-        let command = match command {
-            Command::Put { key, value, .. } => Command::Put {
-                request: self.id,
-                key,
-                value,
-            },
-            Command::Delete { key, .. } => Command::Delete {
-                request: self.id,
-                key,
-            },
-        };
-        let proposed = self.raw.propose(vec![], command.encode());
+        // The proposer id in the entry is informational only (logs, tools):
+        // waiters are matched by (index, term), never by it.
+        let proposed = self.raw.propose(vec![], command.encode(self.id));
         self.wait_for_apply(reply, proposed, |err| {
             WriteError::NotApplied(format!("raft dropped the proposal: {err}"))
         });
@@ -366,6 +355,7 @@ mod tests {
                 id,
                 peer: "127.0.0.1:1".into(),
                 client: "127.0.0.1:1".into(),
+                grpc: None,
                 learner: false,
             })
             .collect();
@@ -434,6 +424,7 @@ mod tests {
             tick: std::time::Duration::from_millis(100),
             removed: false,
             snapshot_build: None,
+            snapshot_waiters: Vec::new(),
         };
         let mut harness = Harness {
             node,
@@ -465,12 +456,7 @@ mod tests {
 
         fn put(&mut self, key: &str, value: &str) -> oneshot::Receiver<WriteReply> {
             let (reply, answer) = oneshot::channel();
-            let command = Command::Put {
-                request: 0,
-                key: key.into(),
-                value: value.into(),
-            };
-            self.node.propose(command, reply);
+            self.node.propose(Command::put(key, value), reply);
             self.settle();
             answer
         }
@@ -528,20 +514,14 @@ mod tests {
         let mut answer = h.put("k", "mine");
         let (index, term) = h.last();
         assert!(answer.try_recv().is_err(), "no quorum yet: must still wait");
-        let Command::Put { request, key, .. } = Command::decode(h.entry(index).get_data()).unwrap()
-        else {
-            panic!("not a put")
-        };
-        let theirs = Command::Put {
-            request,
-            key,
-            value: b"theirs".to_vec(),
-        };
+        // The new leader's entry carries the very same proposer id.
+        let (_, proposer) = Command::decode(h.entry(index).get_data()).unwrap();
+        let theirs = Command::put("k", "theirs");
         let prev = (index - 1, h.entry(index - 1).term);
         h.append_from_2(
             term + 1,
             prev,
-            vec![normal(index, term + 1, theirs.encode())],
+            vec![normal(index, term + 1, theirs.encode(proposer))],
             index,
         );
         assert_eq!(h.node.sm.applied_index(), index);
@@ -582,7 +562,7 @@ mod tests {
             Ok(Ok(_)) => {}
             other => panic!("expected applied, got {other:?}"),
         }
-        let record = StateMachine::get(h.node.sm.engine().as_ref(), b"k").unwrap();
+        let record = h.node.sm.kv_reader().get(b"k").unwrap();
         assert_eq!(record.unwrap().value, b"mine");
     }
 

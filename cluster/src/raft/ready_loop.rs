@@ -146,6 +146,10 @@ impl Node {
             Request::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Request::Snapshot { reply } => self.snapshot_for_client(reply),
+            Request::TransferLeader { to, reply } => {
+                let _ = reply.send(self.transfer_leader(to));
+            }
             Request::SnapshotReport { to, ok } => {
                 let status = if ok {
                     SnapshotStatus::Finish
@@ -263,10 +267,11 @@ impl Node {
                     ))
                 }
                 EntryType::EntryNormal => match Command::decode(entry.get_data()) {
-                    Ok(command) => {
-                        let applied = self.sm.stage_command(entry.index, entry.term, &command)?;
+                    Ok((command, _proposer)) => {
                         self.applied_writes += 1;
-                        Ok(applied)
+                        self.sm
+                            .stage_command(entry.index, entry.term, &command)?
+                            .map_err(WriteError::Rejected)
                     }
                     Err(reason) => {
                         tracing::error!(index = entry.index, reason, "undecodable entry skipped");

@@ -31,6 +31,7 @@
 //! installs from the file, isolated from client reads and crash-atomic
 //! (`StateMachine::install`).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -42,6 +43,9 @@ use raft::prelude::{Snapshot, SnapshotMetadata};
 use super::Node;
 use super::handle::NodeError;
 use super::snapshot_file::{SnapshotError, SnapshotInfo, WrittenSnapshot};
+
+/// A client waiting for a snapshot file (its path, or why there is none).
+pub(super) type SnapshotWaiter = tokio::sync::oneshot::Sender<Result<PathBuf, String>>;
 
 /// A snapshot being written by a background thread.
 pub(super) struct SnapshotBuild {
@@ -141,6 +145,36 @@ impl Node {
         Ok(())
     }
 
+    /// A client asks for a snapshot file of the current state: the newest
+    /// file if it already holds the applied index, else the one a build
+    /// (started now, or running) produces.
+    pub(super) fn snapshot_for_client(&mut self, reply: SnapshotWaiter) {
+        let applied = self.sm.applied_index();
+        if self.snapshot_build.is_none() && applied <= self.storage.snapshot_index() {
+            let newest = self
+                .snapshots
+                .load_latest()
+                .map_err(|e| e.to_string())
+                .and_then(|info| {
+                    info.map(|i| i.path)
+                        .ok_or_else(|| "this member has applied nothing yet".to_string())
+                });
+            let _ = reply.send(newest);
+            return;
+        }
+        if let Err(err) = self.snapshot_now() {
+            let _ = reply.send(Err(format!("starting a snapshot failed: {err}")));
+            return;
+        }
+        self.snapshot_waiters.push(reply);
+    }
+
+    fn answer_snapshot_waiters(&mut self, answer: Result<PathBuf, String>) {
+        for waiter in self.snapshot_waiters.drain(..) {
+            let _ = waiter.send(answer.clone());
+        }
+    }
+
     /// Called every loop iteration: starts a build raft asked for, and
     /// finishes a build that is done.
     pub(super) fn poll_snapshots(&mut self) -> Result<(), NodeError> {
@@ -165,6 +199,7 @@ impl Node {
             Ok(Ok(written)) => written,
             Ok(Err(err)) => {
                 tracing::error!(index, %err, "building a snapshot failed; the next one is tried later");
+                self.answer_snapshot_waiters(Err(format!("building the snapshot failed: {err}")));
                 return Ok(());
             }
             Err(_) => {
@@ -174,7 +209,7 @@ impl Node {
             }
         };
         let bytes = written.data_bytes;
-        self.snapshots.publish(written)?;
+        let path = self.snapshots.publish(written)?;
         // The engine's buffered writes must be durable before the WAL
         // entries that could rebuild them go away.
         self.sm.sync()?;
@@ -186,6 +221,7 @@ impl Node {
         let mut snapshot = Snapshot::default();
         snapshot.set_metadata(build.metadata);
         self.storage.set_snapshot(snapshot);
+        self.answer_snapshot_waiters(Ok(path));
         crate::metrics::snapshot_taken(bytes as usize, build.started.elapsed());
         tracing::info!(
             index,
@@ -207,6 +243,11 @@ impl Node {
                 written.discard();
             }
             self.sm.end_export();
+            self.answer_snapshot_waiters(Err(
+                "a snapshot from the leader replaced this member's state while the snapshot \
+                 was built; ask again"
+                    .into(),
+            ));
             tracing::info!(
                 index = build.metadata.index,
                 "snapshot build cancelled by an install"

@@ -355,6 +355,7 @@ mod tests {
                     id: 2,
                     peer: address,
                     client: String::new(),
+                    grpc: None,
                     learner: false,
                 },
             )]

@@ -761,6 +761,7 @@ mod tests {
                 id: 1,
                 peer: address,
                 client: String::new(),
+                grpc: None,
                 learner: false,
             },
         )])));

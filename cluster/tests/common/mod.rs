@@ -42,6 +42,8 @@ pub struct Node {
     pub id: u64,
     pub client: String,
     pub peer: String,
+    /// The etcd gRPC address (`--listen-grpc`).
+    pub grpc: String,
     pub dir: PathBuf,
     pub child: Option<Child>,
     pub joined: bool,
@@ -85,6 +87,7 @@ impl Cluster {
             id,
             client: format!("127.0.0.1:{}", free_port()),
             peer: format!("127.0.0.1:{}", free_port()),
+            grpc: format!("127.0.0.1:{}", free_port()),
             dir: self.tmp.path().join(format!("n{id}")),
             child: None,
             joined: true,
@@ -279,32 +282,9 @@ impl Cluster {
     /// a node does when started the wrong way. Its log lines (stdout) and
     /// errors (stderr) both go to its log file.
     pub fn spawn_with(&mut self, index: usize, flags: &[String]) {
-        let node = &self.nodes[index];
-        std::fs::create_dir_all(&node.dir).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(node.dir.with_extension("log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_metcd"))
-            .arg("--id")
-            .arg(node.id.to_string())
-            .arg("--engine")
-            .arg(&self.engine)
-            .arg("--data-dir")
-            .arg(&node.dir)
-            .arg("--listen-client")
-            .arg(&node.client)
-            .arg("--listen-peer")
-            .arg(&node.peer)
-            .args(&self.extra)
-            .args(flags)
-            .env("RUST_LOG", "info,raft=warn")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.nodes[index].child = Some(child);
+        let mut command = self.command_for(index);
+        command.args(flags);
+        self.nodes[index].child = Some(command.spawn().unwrap());
     }
 
     /// Waits up to `attempts` × 100 ms for node `id`'s process to exit and
@@ -379,6 +359,7 @@ impl Cluster {
                 id,
                 client: format!("127.0.0.1:{}", free_port()),
                 peer: format!("127.0.0.1:{}", free_port()),
+                grpc: format!("127.0.0.1:{}", free_port()),
                 dir: tmp.path().join(format!("n{id}")),
                 child: None,
                 joined: false,
@@ -418,6 +399,34 @@ impl Cluster {
             .filter(|n| !n.joined && n.child.is_some())
             .map(|n| n.client.clone())
             .collect();
+        let initial_grpc: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.joined)
+            .map(|n| format!("{}={}", n.id, n.grpc))
+            .collect();
+        let mut command = self.command_for(index);
+        command.envs(env.iter().copied());
+        let node = &self.nodes[index];
+        if node.joined {
+            command.arg("--join").arg(join_endpoints.join(","));
+        } else {
+            command
+                .arg("--initial-cluster")
+                .arg(initial_peers.join(","))
+                .arg("--initial-cluster-clients")
+                .arg(initial_clients.join(","))
+                .arg("--initial-cluster-grpc")
+                .arg(initial_grpc.join(","));
+        }
+        let child = command.spawn().unwrap();
+        self.nodes[index].child = Some(child);
+    }
+
+    /// The node's process with the flags every start shares (id, engine,
+    /// data directory, addresses, the cluster's extra flags), its log
+    /// lines (stdout) and errors (stderr) appended to its log file.
+    fn command_for(&self, index: usize) -> Command {
         let node = &self.nodes[index];
         std::fs::create_dir_all(&node.dir).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -437,22 +446,13 @@ impl Cluster {
             .arg(&node.client)
             .arg("--listen-peer")
             .arg(&node.peer)
+            .arg("--listen-grpc")
+            .arg(&node.grpc)
             .args(&self.extra)
             .env("RUST_LOG", "info,raft=warn")
-            .envs(env.iter().copied())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        if node.joined {
-            command.arg("--join").arg(join_endpoints.join(","));
-        } else {
-            command
-                .arg("--initial-cluster")
-                .arg(initial_peers.join(","))
-                .arg("--initial-cluster-clients")
-                .arg(initial_clients.join(","));
-        }
-        let child = command.spawn().unwrap();
-        self.nodes[index].child = Some(child);
+        command
     }
 
     /// [`Cluster::restart`], with `env` set in the node's process.

@@ -1,0 +1,117 @@
+//! A follower's leader-only calls, sent on to the leader.
+//!
+//! gRPC clients do not follow redirects, and etcd's clients send writes to
+//! whichever member they are connected to; so a member that does not lead
+//! forwards a write (and a membership change, a compaction, a leader
+//! transfer) to the leader's gRPC address, as the same call with the same
+//! message, and relays the answer or the error unchanged. One HTTP/2
+//! channel per leader address is kept and reused.
+//!
+//! What a lost answer means: if the call fails before the leader could
+//! have received it (connecting failed), the write was certainly not
+//! applied (`Unavailable`, "no leader"); if it fails later (timeout, broken
+//! connection), the outcome is unknown and is reported as etcd reports a
+//! timed-out request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tonic::Status;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Endpoint};
+
+use super::status;
+use crate::api::raft_call::Outcome;
+
+#[derive(Clone)]
+pub struct Forwarder {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    timeout: Duration,
+}
+
+impl Forwarder {
+    pub fn new(timeout: Duration) -> Forwarder {
+        Forwarder {
+            channels: Arc::default(),
+            timeout,
+        }
+    }
+
+    fn channel(&self, address: &str) -> Result<Channel, Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| {
+                Status::internal(format!(
+                    "the leader's gRPC address {address:?} is not usable: {e}"
+                ))
+            })?
+            .connect_timeout(self.timeout)
+            .timeout(self.timeout)
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+        channels.insert(address.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Calls `path` on the leader at `address` with `request`.
+    pub async fn unary<Req, Resp>(
+        &self,
+        address: &str,
+        path: &'static str,
+        request: Req,
+    ) -> Result<Resp, Status>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let channel = self.channel(address)?;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        if let Err(err) = grpc.ready().await {
+            return Err(status::with_detail(
+                tonic::Code::Unavailable,
+                status::NO_LEADER,
+                &format!("the leader at {address} cannot be reached: {err}; nothing was sent"),
+                Outcome::NotApplied,
+            ));
+        }
+        let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+        match grpc
+            .unary(
+                tonic::Request::new(request),
+                PathAndQuery::from_static(path),
+                codec,
+            )
+            .await
+        {
+            Ok(response) => Ok(response.into_inner()),
+            // The leader's own answer (ours carry an outcome; etcd's
+            // refusals have their own codes): relay it as it is.
+            Err(err) if from_leader(&err) => Err(err),
+            Err(err) => Err(status::with_detail(
+                tonic::Code::Unavailable,
+                status::TIMEOUT,
+                &format!(
+                    "forwarding to the leader at {address} failed after sending: {err}; the \
+                     request may or may not have been applied"
+                ),
+                Outcome::Unknown,
+            )),
+        }
+    }
+}
+
+/// Whether a failed call was answered by the leader (rather than lost in
+/// transport, which gRPC reports as unavailable, unknown, cancelled or
+/// deadline exceeded, without our outcome metadata).
+fn from_leader(err: &Status) -> bool {
+    use tonic::Code;
+    err.metadata().contains_key("metcd-outcome")
+        || !matches!(
+            err.code(),
+            Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
+        )
+}
