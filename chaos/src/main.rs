@@ -57,6 +57,10 @@ struct Args {
     /// Keys the clients share.
     #[arg(long, default_value_t = 3)]
     keys: usize,
+    /// The clients' API: http (metcd's), grpc (etcd's v3), or both (half
+    /// the clients each).
+    #[arg(long, value_enum, default_value = "both")]
+    api: chaos::workload::Api,
     /// Where the report is written.
     #[arg(long, default_value = "results/chaos")]
     out: PathBuf,
@@ -170,6 +174,7 @@ fn start() -> anyhow::Result<bool> {
             seed,
             duration: Duration::from_secs(args.duration_s),
             clients: args.clients,
+            api: args.api,
             keys: args.keys,
             binary: binary.clone(),
             keep_failed: true,

@@ -58,6 +58,8 @@ pub struct NodeOptions {
 pub struct Node {
     pub id: u64,
     pub client: SocketAddr,
+    /// etcd's gRPC API (`--listen-grpc`).
+    pub grpc: SocketAddr,
     peer: SocketAddr,
     dir: PathBuf,
     child: Option<Child>,
@@ -79,6 +81,7 @@ pub struct Nodes {
     options: NodeOptions,
     initial_cluster: String,
     initial_clients: String,
+    initial_grpc: String,
     dir: PathBuf,
     keep: bool,
     _proxies: Vec<Proxy>,
@@ -224,12 +227,13 @@ impl Nodes {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let faults = LinkFaults::new(seed);
-        let ports = free_ports(2 * count as usize)?;
+        let ports = free_ports(3 * count as usize)?;
         let mut nodes = Vec::new();
         let mut proxies = Vec::new();
         for id in 1..=count {
-            let client = ports[2 * (id as usize - 1)];
-            let peer = ports[2 * (id as usize - 1) + 1];
+            let client = ports[3 * (id as usize - 1)];
+            let peer = ports[3 * (id as usize - 1) + 1];
+            let grpc = ports[3 * (id as usize - 1) + 2];
             let listener = TcpListener::bind("127.0.0.1:0")
                 .await
                 .context("binding a proxy port on 127.0.0.1")?;
@@ -237,6 +241,7 @@ impl Nodes {
             nodes.push(Node {
                 id,
                 client,
+                grpc,
                 peer,
                 dir: dir.join(format!("n{id}")),
                 child: None,
@@ -251,12 +256,14 @@ impl Nodes {
         };
         let initial_cluster = list(&|i| proxies[i].listen);
         let initial_clients = list(&|i| nodes[i].client);
+        let initial_grpc = list(&|i| nodes[i].grpc);
         let mut all = Nodes {
             nodes,
             faults,
             options,
             initial_cluster,
             initial_clients,
+            initial_grpc,
             dir,
             keep: false,
             _proxies: proxies,
@@ -300,6 +307,10 @@ impl Nodes {
             .arg(&self.initial_cluster)
             .arg("--initial-cluster-clients")
             .arg(&self.initial_clients)
+            .arg("--listen-grpc")
+            .arg(node.grpc.to_string())
+            .arg("--initial-cluster-grpc")
+            .arg(&self.initial_grpc)
             .args(&self.options.flags)
             .env("RUST_LOG", "info,raft=warn")
             .stdin(Stdio::null())
@@ -394,6 +405,11 @@ impl Nodes {
 
     pub fn clients(&self) -> Vec<SocketAddr> {
         self.nodes.iter().map(|n| n.client).collect()
+    }
+
+    /// The nodes' etcd gRPC addresses, in the order of [`Nodes::clients`].
+    pub fn grpc_clients(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|n| n.grpc).collect()
     }
 }
 

@@ -49,6 +49,8 @@ pub struct RunConfig {
     /// How long the clients run (faults are injected during it).
     pub duration: Duration,
     pub clients: u32,
+    /// Which client API the clients speak.
+    pub api: workload::Api,
     pub keys: usize,
     pub binary: std::path::PathBuf,
     /// Keep the nodes' logs and data of a failed run.
@@ -64,6 +66,7 @@ impl RunConfig {
             seed,
             duration: Duration::from_secs(5),
             clients: 4,
+            api: workload::Api::Both,
             keys: 3,
             binary: nodes::locate_metcd()?,
             keep_failed: true,
@@ -265,12 +268,14 @@ async fn exercise(
         .unwrap_or(0);
     let shared = Shared {
         nodes: Arc::new(clients.clone()),
+        grpc_nodes: Arc::new(nodes.grpc_clients()),
         leader_hint: Arc::new(AtomicUsize::new(hint)),
         start: Instant::now(),
         stop: Arc::new(AtomicBool::new(false)),
     };
     let workload_options = Arc::new(WorkloadOptions {
         clients: config.clients,
+        api: config.api,
         keys: keys.clone(),
         timeout: CLIENT_TIMEOUT,
     });

@@ -17,7 +17,14 @@
 //!
 //! Writes go to the node the client believes leads (a 307's `Location`
 //! teaches it); reads go to a random node, so followers serve
-//! linearizable reads through ReadIndex. Values are unique per write. After
+//! linearizable reads through ReadIndex.
+//!
+//! With [`Api::Both`] (the default) the odd-numbered clients speak etcd's
+//! v3 gRPC API instead ([`crate::grpc`]): Put, DeleteRange and Range on a
+//! random node, so followers forward writes to the leader under the same
+//! faults. A gRPC error carrying metcd's `metcd-outcome: not-applied`, or
+//! one of etcd's request refusals, is a failure; any other error after the
+//! call was sent leaves a write unknown. Values are unique per write. After
 //! an unknown outcome the client pauses a little, so a long outage does not
 //! fill the history with unknown writes, which cost the checker most.
 
@@ -30,13 +37,37 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
+use crate::grpc::{self, GrpcError, StatusMeaning};
 use crate::history::{Input, Operation, Outcome, Output, decode_value, encode_value, value_of};
 use crate::http::{self, HttpError};
+
+/// Which client API the workload speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Api {
+    /// metcd's HTTP API only.
+    Http,
+    /// etcd's v3 gRPC API only.
+    Grpc,
+    /// Even-numbered clients on HTTP, odd-numbered ones on gRPC.
+    Both,
+}
+
+impl Api {
+    fn grpc_for(self, client: u32) -> bool {
+        match self {
+            Api::Http => false,
+            Api::Grpc => true,
+            Api::Both => client % 2 == 1,
+        }
+    }
+}
 
 /// How the clients behave.
 #[derive(Debug, Clone)]
 pub struct WorkloadOptions {
     pub clients: u32,
+    pub api: Api,
     pub keys: Vec<String>,
     /// Deadline of one request; past it the outcome is unknown.
     pub timeout: Duration,
@@ -51,6 +82,8 @@ pub fn path_of(key: &str) -> String {
 #[derive(Clone)]
 pub struct Shared {
     pub nodes: Arc<Vec<SocketAddr>>,
+    /// The nodes' gRPC addresses, in the same order.
+    pub grpc_nodes: Arc<Vec<SocketAddr>>,
     pub leader_hint: Arc<AtomicUsize>,
     pub start: Instant,
     pub stop: Arc<AtomicBool>,
@@ -106,20 +139,38 @@ pub async fn client(
         } else {
             Input::Get
         };
-        let target = if input == Input::Get {
-            shared.nodes[rng.random_range(0..shared.nodes.len())]
+        let (call, outcome) = if options.api.grpc_for(id) {
+            let node = rng.random_range(0..shared.grpc_nodes.len());
+            let target = shared.grpc_nodes[node];
+            let call = shared.now();
+            let answer = match input {
+                Input::Put(v) => grpc::put(target, &key, &encode_value(v), options.timeout)
+                    .await
+                    .map(|()| None),
+                Input::Delete => grpc::delete(target, &key, options.timeout)
+                    .await
+                    .map(|()| None),
+                Input::Get => grpc::get(target, &key, options.timeout).await,
+            };
+            let at = shared.now();
+            (call, classify_grpc(input, answer, at))
         } else {
-            shared.nodes[shared.leader_hint.load(Ordering::Relaxed) % shared.nodes.len()]
+            let target = if input == Input::Get {
+                shared.nodes[rng.random_range(0..shared.nodes.len())]
+            } else {
+                shared.nodes[shared.leader_hint.load(Ordering::Relaxed) % shared.nodes.len()]
+            };
+            let (method, body) = match input {
+                Input::Put(v) => ("PUT", encode_value(v).into_bytes()),
+                Input::Get => ("GET", Vec::new()),
+                Input::Delete => ("DELETE", Vec::new()),
+            };
+            let call = shared.now();
+            let answer =
+                http::request(target, method, &path_of(&key), &body, options.timeout).await;
+            let at = shared.now();
+            (call, classify(&shared, input, answer, at))
         };
-        let (method, body) = match input {
-            Input::Put(v) => ("PUT", encode_value(v).into_bytes()),
-            Input::Get => ("GET", Vec::new()),
-            Input::Delete => ("DELETE", Vec::new()),
-        };
-        let call = shared.now();
-        let answer = http::request(target, method, &path_of(&key), &body, options.timeout).await;
-        let at = shared.now();
-        let outcome = classify(&shared, input, answer, at);
         let pause = match &outcome {
             Outcome::Completed { .. } => rng.random_range(0..3),
             Outcome::Failed { .. } => rng.random_range(10..40),
@@ -189,5 +240,39 @@ fn classify(
         // other than 503 gives no promise either way.
         (_, status) if (400..500).contains(&status) => failed(message()),
         _ => unknown(message()),
+    }
+}
+
+/// What a gRPC call's result proves (see the module table).
+fn classify_grpc(input: Input, answer: Result<Option<Vec<u8>>, GrpcError>, at: u64) -> Outcome {
+    match (input, answer) {
+        (Input::Get, Ok(value)) => Outcome::Completed {
+            at,
+            output: Output::Read(value.map(|v| decode_value(&v))),
+        },
+        (_, Ok(_)) => Outcome::Completed {
+            at,
+            output: Output::Ok,
+        },
+        (_, Err(err @ GrpcError::NotSent(_))) => Outcome::Failed {
+            at,
+            reason: err.to_string(),
+        },
+        (_, Err(err @ GrpcError::Lost(_))) => Outcome::Unknown {
+            reason: err.to_string(),
+        },
+        (Input::Get, Err(err)) => Outcome::Failed {
+            at,
+            reason: err.to_string(),
+        },
+        (_, Err(GrpcError::Status(status))) => match grpc::meaning(&status) {
+            StatusMeaning::NotApplied => Outcome::Failed {
+                at,
+                reason: format!("{}: {}", status.code(), status.message()),
+            },
+            StatusMeaning::Unknown => Outcome::Unknown {
+                reason: format!("{}: {}", status.code(), status.message()),
+            },
+        },
     }
 }
