@@ -12,8 +12,8 @@ mod common;
 
 use common::etcd::{Running, Target};
 use etcd_client::{
-    Client, CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions, KeyValue,
-    PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+    Client, CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, PutOptions,
+    SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 
 /// The fresh servers every check runs against, each in its own cluster.
@@ -28,7 +28,13 @@ fn targets() -> Vec<Running> {
 async fn connect(target: &Target) -> Client {
     Client::connect(target.endpoints(), None)
         .await
-        .unwrap_or_else(|e| panic!("connecting to {} at {:?}: {e}", target.kind, target.endpoints()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "connecting to {} at {:?}: {e}",
+                target.kind,
+                target.endpoints()
+            )
+        })
 }
 
 /// The response header's revision.
@@ -57,8 +63,20 @@ fn keys(kvs: &[KeyValue]) -> Vec<String> {
         .collect()
 }
 
-fn kv(key: &str, value: &str, create: i64, modified: i64, version: i64) -> (String, String, i64, i64, i64) {
-    (key.to_string(), value.to_string(), create, modified, version)
+fn kv(
+    key: &str,
+    value: &str,
+    create: i64,
+    modified: i64,
+    version: i64,
+) -> (String, String, i64, i64, i64) {
+    (
+        key.to_string(),
+        value.to_string(),
+        create,
+        modified,
+        version,
+    )
 }
 
 /// The gRPC code (as tonic names it) and message of an error.
@@ -105,14 +123,20 @@ async fn revisions_start_at_2_and_grow_once_per_change() {
         let resp = c.txn(txn).await.unwrap();
         assert!(resp.succeeded());
         assert_eq!(rev(resp.header()), 4);
-        let all = c.get("", Some(GetOptions::new().with_from_key())).await.unwrap();
+        let all = c
+            .get("", Some(GetOptions::new().with_from_key()))
+            .await
+            .unwrap();
         assert_eq!(
             kvs(all.kvs()),
             [kv("a", "2", 2, 4, 2), kv("c", "1", 4, 4, 1)]
         );
         // A read-only transaction, and one whose taken branch is empty,
         // change nothing.
-        let resp = c.txn(Txn::new().and_then([TxnOp::get("a", None)])).await.unwrap();
+        let resp = c
+            .txn(Txn::new().and_then([TxnOp::get("a", None)]))
+            .await
+            .unwrap();
         assert_eq!(rev(resp.header()), 4);
         let resp = c
             .txn(
@@ -189,7 +213,10 @@ async fn range_options() {
         assert_eq!(keys(page.kvs()), ["r/a", "r/b"]);
         assert_eq!((page.count(), page.more()), (5, true));
         let exact = c.get("r/", Some(prefix().with_limit(5))).await.unwrap();
-        assert_eq!((exact.kvs().len(), exact.count(), exact.more()), (5, 5, false));
+        assert_eq!(
+            (exact.kvs().len(), exact.count(), exact.more()),
+            (5, 5, false)
+        );
 
         let range = c
             .get("r/b", Some(GetOptions::new().with_range("r/d")))
@@ -205,7 +232,11 @@ async fn range_options() {
         let old = c.get("r/", Some(prefix().with_revision(4))).await.unwrap();
         assert_eq!(
             kvs(old.kvs()),
-            [kv("r/a", "5", 2, 2, 1), kv("r/b", "4", 3, 3, 1), kv("r/c", "3", 4, 4, 1)]
+            [
+                kv("r/a", "5", 2, 2, 1),
+                kv("r/b", "4", 3, 3, 1),
+                kv("r/c", "3", 4, 4, 1)
+            ]
         );
         assert_eq!((old.count(), rev(old.header())), (3, 8));
 
@@ -220,7 +251,11 @@ async fn range_options() {
         let by_mod = c
             .get(
                 "r/",
-                Some(prefix().with_sort(SortTarget::Mod, SortOrder::Descend).with_limit(2)),
+                Some(
+                    prefix()
+                        .with_sort(SortTarget::Mod, SortOrder::Descend)
+                        .with_limit(2),
+                ),
             )
             .await
             .unwrap();
@@ -237,7 +272,11 @@ async fn range_options() {
         let by_version = c
             .get(
                 "r/",
-                Some(prefix().with_sort(SortTarget::Version, SortOrder::Descend).with_limit(1)),
+                Some(
+                    prefix()
+                        .with_sort(SortTarget::Version, SortOrder::Descend)
+                        .with_limit(1),
+                ),
             )
             .await
             .unwrap();
@@ -251,7 +290,10 @@ async fn range_options() {
             .unwrap();
         assert_eq!(keys(by_create.kvs()), ["r/e", "r/d", "r/c", "r/b", "r/a"]);
 
-        let keys_only = c.get("r/a", Some(GetOptions::new().with_keys_only())).await.unwrap();
+        let keys_only = c
+            .get("r/a", Some(GetOptions::new().with_keys_only()))
+            .await
+            .unwrap();
         assert_eq!(kvs(keys_only.kvs()), [kv("r/a", "", 2, 2, 1)]);
 
         let count_only = c.get("r/", Some(prefix().with_count_only())).await.unwrap();
@@ -286,7 +328,10 @@ async fn range_options() {
             .unwrap();
         assert_eq!(kvs(serializable.kvs()), [kv("r/a", "5", 2, 2, 1)]);
 
-        let everything = c.get("", Some(GetOptions::new().with_all_keys())).await.unwrap();
+        let everything = c
+            .get("", Some(GetOptions::new().with_all_keys()))
+            .await
+            .unwrap();
         assert_eq!(everything.count(), 6);
     }
 }
@@ -313,7 +358,10 @@ async fn prev_kv_on_put_and_delete() {
         assert!(plain.prev_key().is_none());
         c.put("q", "x", None).await.unwrap(); // 5
         let deleted = c
-            .delete("", Some(DeleteOptions::new().with_from_key().with_prev_key()))
+            .delete(
+                "",
+                Some(DeleteOptions::new().with_from_key().with_prev_key()),
+            )
             .await
             .unwrap();
         assert_eq!(deleted.deleted(), 2);
@@ -353,18 +401,39 @@ async fn txn_compares_branches_and_nesting() {
             // An absent key has version, create and mod revision 0; a value
             // compare on it is false.
             (Compare::version("t/none", CompareOp::Equal, 0), true),
-            (Compare::create_revision("t/none", CompareOp::Equal, 0), true),
+            (
+                Compare::create_revision("t/none", CompareOp::Equal, 0),
+                true,
+            ),
             (Compare::mod_revision("t/none", CompareOp::Less, 1), true),
             (Compare::value("t/none", CompareOp::Equal, ""), false),
             (Compare::value("t/none", CompareOp::NotEqual, "x"), false),
             // A range compare holds only if it holds for every key in it.
-            (Compare::version("t/", CompareOp::Equal, 1).with_prefix(), false),
-            (Compare::version("t/", CompareOp::Greater, 0).with_prefix(), true),
-            (Compare::mod_revision("t/a", CompareOp::Less, 5).with_range("t/c"), true),
-            (Compare::value("t/", CompareOp::Less, "4").with_prefix(), true),
+            (
+                Compare::version("t/", CompareOp::Equal, 1).with_prefix(),
+                false,
+            ),
+            (
+                Compare::version("t/", CompareOp::Greater, 0).with_prefix(),
+                true,
+            ),
+            (
+                Compare::mod_revision("t/a", CompareOp::Less, 5).with_range("t/c"),
+                true,
+            ),
+            (
+                Compare::value("t/", CompareOp::Less, "4").with_prefix(),
+                true,
+            ),
             // An empty range compares like an absent key.
-            (Compare::version("u/", CompareOp::Equal, 0).with_prefix(), true),
-            (Compare::value("u/", CompareOp::NotEqual, "x").with_prefix(), false),
+            (
+                Compare::version("u/", CompareOp::Equal, 0).with_prefix(),
+                true,
+            ),
+            (
+                Compare::value("u/", CompareOp::NotEqual, "x").with_prefix(),
+                false,
+            ),
         ];
         for (i, (compare, want)) in cases.into_iter().enumerate() {
             let text = format!("{compare:?}");
@@ -405,7 +474,11 @@ async fn txn_compares_branches_and_nesting() {
         assert!(!resp.succeeded());
         assert_eq!(rev(resp.header()), 5);
         match &resp.op_responses()[..] {
-            [TxnOpResponse::Put(put), TxnOpResponse::Delete(del), TxnOpResponse::Get(get)] => {
+            [
+                TxnOpResponse::Put(put),
+                TxnOpResponse::Delete(del),
+                TxnOpResponse::Get(get),
+            ] => {
                 assert!(put.prev_key().is_none());
                 assert_eq!(rev(put.header()), 5);
                 assert_eq!(kvs(del.prev_kvs()), [kv("t/b", "2", 3, 3, 1)]);
@@ -478,10 +551,7 @@ async fn errors_have_etcds_codes_and_messages() {
         assert_eq!(status(err), ("OutOfRange".into(), FUTURE.into()));
         // A compacted revision inside a transaction fails the transaction.
         let err = c
-            .txn(Txn::new().and_then([TxnOp::get(
-                "e",
-                Some(GetOptions::new().with_revision(2)),
-            )]))
+            .txn(Txn::new().and_then([TxnOp::get("e", Some(GetOptions::new().with_revision(2)))]))
             .await
             .unwrap_err();
         assert_eq!(status(err), ("OutOfRange".into(), COMPACTED.into()));
@@ -489,21 +559,32 @@ async fn errors_have_etcds_codes_and_messages() {
         let err = c.put("", "v", None).await.unwrap_err();
         assert_eq!(
             status(err),
-            ("InvalidArgument".into(), "etcdserver: key is not provided".into())
+            (
+                "InvalidArgument".into(),
+                "etcdserver: key is not provided".into()
+            )
         );
         let err = c.get("", None).await.unwrap_err();
         assert_eq!(
             status(err),
-            ("InvalidArgument".into(), "etcdserver: key is not provided".into())
+            (
+                "InvalidArgument".into(),
+                "etcdserver: key is not provided".into()
+            )
         );
         let err = c.delete("", None).await.unwrap_err();
         assert_eq!(
             status(err),
-            ("InvalidArgument".into(), "etcdserver: key is not provided".into())
+            (
+                "InvalidArgument".into(),
+                "etcdserver: key is not provided".into()
+            )
         );
 
         let ops = |n: usize| -> Vec<TxnOp> {
-            (0..n).map(|i| TxnOp::put(format!("many/{i}"), "v", None)).collect()
+            (0..n)
+                .map(|i| TxnOp::put(format!("many/{i}"), "v", None))
+                .collect()
         };
         let err = c.txn(Txn::new().and_then(ops(129))).await.unwrap_err();
         assert_eq!(
@@ -521,7 +602,12 @@ async fn errors_have_etcds_codes_and_messages() {
             .map(|i| Compare::version(format!("many/{i}"), CompareOp::Equal, 1))
             .collect();
         let resp = c
-            .txn(Txn::new().when(compares).and_then(ops(128)).or_else(ops(128)))
+            .txn(
+                Txn::new()
+                    .when(compares)
+                    .and_then(ops(128))
+                    .or_else(ops(128)),
+            )
             .await
             .unwrap();
         assert!(resp.succeeded());
@@ -552,7 +638,10 @@ async fn errors_have_etcds_codes_and_messages() {
             .unwrap();
         assert!(resp.succeeded());
         // Nothing of the failed requests was applied.
-        let got = c.get("d", Some(GetOptions::new().with_prefix())).await.unwrap();
+        let got = c
+            .get("d", Some(GetOptions::new().with_prefix()))
+            .await
+            .unwrap();
         assert_eq!(kvs(got.kvs()), [kv("d", "1", 9, 9, 1)]);
     }
 }
@@ -586,7 +675,10 @@ async fn compaction_keeps_each_keys_latest_revision_at_or_below_it() {
         let got = c.get("c/b", None).await.unwrap();
         assert_eq!(kvs(got.kvs()), [kv("c/b", "2", 7, 7, 1)]);
         // Revision 0 and negative revisions read the current state.
-        let now = c.get("c/a", Some(GetOptions::new().with_revision(0))).await.unwrap();
+        let now = c
+            .get("c/a", Some(GetOptions::new().with_revision(0)))
+            .await
+            .unwrap();
         assert_eq!(kvs(now.kvs()), [kv("c/a", "3", 2, 6, 3)]);
     }
 }
@@ -642,7 +734,11 @@ async fn kubernetes_create_update_and_paged_list() {
         let deleted = c
             .txn(
                 Txn::new()
-                    .when([Compare::mod_revision("/registry/pods/a", CompareOp::Equal, 3)])
+                    .when([Compare::mod_revision(
+                        "/registry/pods/a",
+                        CompareOp::Equal,
+                        3,
+                    )])
                     .and_then([TxnOp::delete("/registry/pods/a", None)]),
             )
             .await
@@ -653,12 +749,17 @@ async fn kubernetes_create_update_and_paged_list() {
         // List with limit and continue, all pages at the first page's
         // revision, while writes go on.
         for i in 0..7 {
-            c.put(format!("/registry/cm/{i}"), format!("{i}"), None).await.unwrap(); // 5..=11
+            c.put(format!("/registry/cm/{i}"), format!("{i}"), None)
+                .await
+                .unwrap(); // 5..=11
         }
         let prefix = "/registry/cm/";
         let end = "/registry/cm0"; // the prefix's range end
         let first = c
-            .get(prefix, Some(GetOptions::new().with_range(end).with_limit(3)))
+            .get(
+                prefix,
+                Some(GetOptions::new().with_range(end).with_limit(3)),
+            )
             .await
             .unwrap();
         let at = rev(first.header());
@@ -676,7 +777,12 @@ async fn kubernetes_create_update_and_paged_list() {
             let page = c
                 .get(
                     next.clone(),
-                    Some(GetOptions::new().with_range(end).with_limit(3).with_revision(at)),
+                    Some(
+                        GetOptions::new()
+                            .with_range(end)
+                            .with_limit(3)
+                            .with_revision(at),
+                    ),
                 )
                 .await
                 .unwrap();

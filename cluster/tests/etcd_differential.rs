@@ -27,7 +27,7 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::etcd::{CTL_TIMEOUT, CtlOutput, Member, Running, Target, etcdctl, file_size};
 
@@ -52,8 +52,8 @@ fn other_target() -> Running {
 // Intended differences.
 
 /// A difference the comparison allows: in step `step`, output lines that
-/// contain `lines_containing` are left out of the comparison, when the second
-/// target is of kind `against`.
+/// contain `lines_containing` (every line, if it is empty) are left out of
+/// the comparison, when the second target is of kind `against`.
 #[derive(Debug)]
 struct Intended {
     step: &'static str,
@@ -90,17 +90,26 @@ enum Rule {
     SortLines,
     /// The comma-separated list after this prefix is sorted.
     SortListAfter(&'static str),
-    /// The array under this JSON key is sorted (after normalisation).
+    /// The array under this JSON key (`""`: a line that is an array) is
+    /// sorted, after normalisation.
     SortJsonArray(&'static str),
     /// A number of bytes becomes `<nonzero>` unless it is 0.
     NonZeroBytes,
+    /// UUIDs become `<uuid>` (etcdctl's client logs name their gRPC
+    /// target `endpoint://client-<uuid>/<endpoint>`).
+    Uuid,
 }
 
 /// Rules per command (the command's words before its arguments: `get`,
 /// `member list`, ...). `*` applies to every command.
 const RULES: &[(&str, &[Rule])] = &[
-    // Terms depend on how many elections a cluster happened to need.
-    ("*", &[Rule::JsonKey("raft_term")]),
+    // Terms depend on how many elections a cluster happened to need; `ts`
+    // and UUIDs are in the log line etcdctl writes to stderr for a failed
+    // request (which also carries the gRPC code and message: compared).
+    (
+        "*",
+        &[Rule::JsonKey("raft_term"), Rule::JsonKey("ts"), Rule::Uuid],
+    ),
     (
         "member list",
         &[Rule::SortLines, Rule::SortJsonArray("members")],
@@ -120,6 +129,7 @@ const RULES: &[(&str, &[Rule])] = &[
             Rule::WordAfter("took = "),
             Rule::JsonKey("took"),
             Rule::SortLines,
+            Rule::SortJsonArray(""),
         ],
     ),
     (
@@ -140,11 +150,7 @@ const RULES: &[(&str, &[Rule])] = &[
     ),
     (
         "snapshot save",
-        &[
-            Rule::JsonKey("ts"),
-            Rule::JsonKey("took"),
-            Rule::JsonKey("size"),
-        ],
+        &[Rule::JsonKey("took"), Rule::JsonKey("size")],
     ),
     (
         "snapshot status",
@@ -238,6 +244,9 @@ impl Normaliser {
             return value.to_string();
         }
         let mut line = self.texts(line);
+        if rules.iter().any(|r| matches!(r, Rule::Uuid)) {
+            line = uuids(&line);
+        }
         if ID_COMMANDS.contains(&command) {
             line = self.hex_ids(&line);
         }
@@ -247,7 +256,11 @@ impl Normaliser {
                 Rule::SortListAfter(prefix) => {
                     if let Some(rest) = line.strip_prefix(prefix) {
                         let quoted = rest.starts_with('"') && rest.ends_with('"') && rest.len() > 1;
-                        let inner = if quoted { &rest[1..rest.len() - 1] } else { rest };
+                        let inner = if quoted {
+                            &rest[1..rest.len() - 1]
+                        } else {
+                            rest
+                        };
                         let mut items: Vec<&str> = inner.split(',').collect();
                         items.sort();
                         let q = if quoted { "\"" } else { "" };
@@ -306,7 +319,10 @@ impl Normaliser {
     fn json(&self, rules: &[Rule], key: Option<&str>, value: &mut serde_json::Value) {
         use serde_json::Value;
         if let Some(key) = key {
-            if rules.iter().any(|r| matches!(r, Rule::JsonKey(k) if *k == key)) {
+            if rules
+                .iter()
+                .any(|r| matches!(r, Rule::JsonKey(k) if *k == key))
+            {
                 *value = Value::String(format!("<{key}>"));
                 return;
             }
@@ -318,16 +334,21 @@ impl Normaliser {
             }
         }
         match value {
-            Value::String(s) => *s = self.texts(s),
+            Value::String(s) => {
+                *s = self.texts(s);
+                if rules.iter().any(|r| matches!(r, Rule::Uuid)) {
+                    *s = uuids(s);
+                }
+            }
             Value::Array(items) => {
                 for item in items.iter_mut() {
                     self.json(rules, None, item);
                 }
-                if key.is_some_and(|key| {
-                    rules
-                        .iter()
-                        .any(|r| matches!(r, Rule::SortJsonArray(k) if *k == key))
-                }) {
+                let key = key.unwrap_or("");
+                if rules
+                    .iter()
+                    .any(|r| matches!(r, Rule::SortJsonArray(k) if *k == key))
+                {
                     items.sort_by_key(|item| item.to_string());
                 }
             }
@@ -339,6 +360,31 @@ impl Normaliser {
             _ => {}
         }
     }
+}
+
+/// Replaces every UUID (8-4-4-4-12 hexadecimal digits) with `<uuid>`.
+fn uuids(text: &str) -> String {
+    let shape = |s: &[u8]| {
+        s.len() >= 36
+            && s[..36].iter().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => *b == b'-',
+                _ => b.is_ascii_hexdigit(),
+            })
+    };
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if shape(&bytes[i..]) {
+            out.push_str("<uuid>");
+            i += 36;
+        } else {
+            let c = text[i..].chars().next().unwrap_or_default();
+            out.push(c);
+            i += c.len_utf8().max(1);
+        }
+    }
+    out
 }
 
 /// Replaces the word after `marker` with `<marker>`.
@@ -385,7 +431,6 @@ struct Record {
 /// A run of the script against one target.
 struct Session<'a> {
     target: &'a Target,
-    dir: PathBuf,
     normaliser: Normaliser,
     records: Vec<Record>,
 }
@@ -394,7 +439,6 @@ impl<'a> Session<'a> {
     fn new(target: &'a Target, dir: &Path) -> Session<'a> {
         Session {
             target,
-            dir: dir.to_path_buf(),
             normaliser: Normaliser::new(target, dir),
             records: Vec::new(),
         }
@@ -427,12 +471,41 @@ impl<'a> Session<'a> {
         normaliser: &Normaliser,
     ) -> CtlOutput {
         let out = etcdctl(&self.endpoints(on), args, stdin, CTL_TIMEOUT);
+        self.record_ctl(step, on, args, stdin, normaliser, &out);
+        out
+    }
+
+    fn record_ctl(
+        &mut self,
+        step: &str,
+        on: On,
+        args: &[&str],
+        stdin: Option<&str>,
+        normaliser: &Normaliser,
+        out: &CtlOutput,
+    ) {
         let command = command_of(args);
-        let mut shown = format!("etcdctl {on:?}: {}", normaliser.texts(&args.join(" ")));
+        let shown = normaliser.hex_ids(&normaliser.texts(&args.join(" ")));
+        let mut shown = format!("etcdctl {on:?}: {shown}");
         if let Some(stdin) = stdin {
             let _ = write!(shown, " <<< {:?}", normaliser.texts(stdin));
         }
-        self.record(step, shown, normaliser.output(&command, &out));
+        self.record(step, shown, normaliser.output(&command, out));
+    }
+
+    /// Runs one etcdctl command, again every 250 ms for at most 15 s while
+    /// its standard error contains `transient`; returns the last attempt,
+    /// which the caller records with [`Session::record_ctl`] once it has
+    /// learnt what the output names.
+    fn run_retrying(&self, on: On, args: &[&str], transient: &str) -> CtlOutput {
+        let mut out = etcdctl(&self.endpoints(on), args, None, CTL_TIMEOUT);
+        for _ in 0..60 {
+            if !out.stderr.contains(transient) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            out = etcdctl(&self.endpoints(on), args, None, CTL_TIMEOUT);
+        }
         out
     }
 
@@ -500,7 +573,11 @@ fn script(target: &Target, dir: &Path) -> Vec<Record> {
     s.ctl("put a/1", First, &["put", "a/1", "one"]); // 4
     s.ctl("put a/2", First, &["put", "a/2", "two"]); // 5
     s.ctl("put a/3", First, &["put", "a/3", "three"]); // 6
-    s.ctl("put b/1 -w json", First, &["put", "b/1", "bee", "-w", "json"]); // 7
+    s.ctl(
+        "put b/1 -w json",
+        First,
+        &["put", "b/1", "bee", "-w", "json"],
+    ); // 7
     s.ctl("put a/2 again", First, &["put", "a/2", "zwei"]); // 8
     s.ctl("get foo", First, &["get", "foo"]);
     s.ctl("get foo on all", All, &["get", "foo"]);
@@ -511,7 +588,11 @@ fn script(target: &Target, dir: &Path) -> Vec<Record> {
         First,
         &["get", "nothing-here", "-w", "json"],
     );
-    s.ctl("get value only", First, &["get", "foo", "--print-value-only"]);
+    s.ctl(
+        "get value only",
+        First,
+        &["get", "foo", "--print-value-only"],
+    );
     s.ctl(
         "get serializable",
         First,
@@ -523,7 +604,11 @@ fn script(target: &Target, dir: &Path) -> Vec<Record> {
         First,
         &["get", "a/", "--prefix", "-w", "json"],
     );
-    s.ctl("get limit", First, &["get", "a/", "--prefix", "--limit", "2"]);
+    s.ctl(
+        "get limit",
+        First,
+        &["get", "a/", "--prefix", "--limit", "2"],
+    );
     s.ctl(
         "get limit -w json",
         First,
@@ -539,7 +624,13 @@ fn script(target: &Target, dir: &Path) -> Vec<Record> {
     s.ctl(
         "get sort modify descend",
         First,
-        &["get", "a/", "--prefix", "--sort-by=MODIFY", "--order=DESCEND"],
+        &[
+            "get",
+            "a/",
+            "--prefix",
+            "--sort-by=MODIFY",
+            "--order=DESCEND",
+        ],
     );
     s.ctl(
         "get sort value ascend",
@@ -549,12 +640,24 @@ fn script(target: &Target, dir: &Path) -> Vec<Record> {
     s.ctl(
         "get sort version descend",
         First,
-        &["get", "a/", "--prefix", "--sort-by=VERSION", "--order=DESCEND"],
+        &[
+            "get",
+            "a/",
+            "--prefix",
+            "--sort-by=VERSION",
+            "--order=DESCEND",
+        ],
     );
     s.ctl(
         "get sort create descend",
         First,
-        &["get", "a/", "--prefix", "--sort-by=CREATE", "--order=DESCEND"],
+        &[
+            "get",
+            "a/",
+            "--prefix",
+            "--sort-by=CREATE",
+            "--order=DESCEND",
+        ],
     );
     s.ctl(
         "get sort key descend limit",
@@ -574,16 +677,8 @@ fn script(target: &Target, dir: &Path) -> Vec<Record> {
         First,
         &["get", "a/", "--prefix", "--keys-only"],
     );
-    s.ctl(
-        "get count only",
-        First,
-        &["get", "a/", "--prefix", "--count-only"],
-    );
-    s.ctl(
-        "get count only -w json",
-        First,
-        &["get", "a/", "--prefix", "--count-only", "-w", "json"],
-    );
+    // etcdctl 3.4 has no --count-only (nor --min-mod-rev and the like):
+    // the count is in `-w json` outputs, as in "get limit -w json".
     s.ctl("get from key", First, &["get", "a/2", "--from-key"]);
     s.ctl(
         "get from key keys only",
@@ -678,18 +773,17 @@ fn script(target: &Target, dir: &Path) -> Vec<Record> {
         &mut s,
         "txn greater and less",
         txn_input(
-            &[r#"mod("k") > "1""#, r#"ver("k") < "10""#, r#"val("k") != "x""#],
+            &[
+                r#"mod("k") > "1""#,
+                r#"ver("k") < "10""#,
+                r#"val("k") != "x""#,
+            ],
             &["put g yes"],
             &["put g no"],
         ),
         false,
     ); // 19
-    txn(
-        &mut s,
-        "txn empty",
-        txn_input(&[], &[], &[]),
-        false,
-    );
+    txn(&mut s, "txn empty", txn_input(&[], &[], &[]), false);
     txn(
         &mut s,
         "txn duplicate key",
@@ -714,7 +808,11 @@ fn script(target: &Target, dir: &Path) -> Vec<Record> {
     // Compaction.
     s.ctl("get k at 13", First, &["get", "k", "--rev", "13"]);
     s.ctl("compaction 14", First, &["compaction", "14"]);
-    s.ctl("get k below compaction", First, &["get", "k", "--rev", "13"]);
+    s.ctl(
+        "get k below compaction",
+        First,
+        &["get", "k", "--rev", "13"],
+    );
     s.ctl("get k at compaction", First, &["get", "k", "--rev", "14"]);
     s.ctl("get k future rev", First, &["get", "k", "--rev", "1000"]);
     s.ctl("compaction again", First, &["compaction", "14"]);
@@ -724,21 +822,29 @@ fn script(target: &Target, dir: &Path) -> Vec<Record> {
         First,
         &["compaction", "--physical", "16"],
     );
-    s.ctl("get all after compaction", First, &["get", "", "--from-key"]);
+    s.ctl(
+        "get all after compaction",
+        First,
+        &["get", "", "--from-key"],
+    );
 
     // Membership: a learner added, promoted too early, removed.
     s.ctl("member list", First, &["member", "list"]);
-    s.ctl("member list -w json", First, &["member", "list", "-w", "json"]);
+    s.ctl(
+        "member list -w json",
+        First,
+        &["member", "list", "-w", "json"],
+    );
     let learner_peer = format!("127.0.0.1:{}", common::free_port());
     let learner_url = format!("--peer-urls=http://{learner_peer}");
     s.normaliser
         .texts
         .push((learner_peer.clone(), "<peer-learner>".to_string()));
-    let added = s.ctl(
-        "member add learner",
-        First,
-        &["member", "add", "m4", "--learner", &learner_url],
-    );
+    // etcd 3.4 refuses membership changes until every member has been
+    // connected for 5 s ("etcdserver: unhealthy cluster", its strict
+    // reconfiguration check): an operator retries, and so does the script.
+    let add = ["member", "add", "m4", "--learner", &learner_url];
+    let added = s.run_retrying(First, &add, "unhealthy cluster");
     // "Member <hex id> added to cluster <hex id>"
     let learner = added
         .stdout
@@ -747,6 +853,8 @@ fn script(target: &Target, dir: &Path) -> Vec<Record> {
         .and_then(|id| u64::from_str_radix(id, 16).ok())
         .unwrap_or(0);
     s.normaliser.ids.push((learner, "<learner>".to_string()));
+    let normaliser = s.normaliser.clone();
+    s.record_ctl("member add learner", First, &add, None, &normaliser, &added);
     let learner_hex = format!("{learner:x}");
     s.ctl("member list with learner", First, &["member", "list"]);
     s.ctl(
@@ -791,7 +899,11 @@ fn script(target: &Target, dir: &Path) -> Vec<Record> {
         timed_out: false,
     };
     let output = s.normaliser.output("snapshot file", &out);
-    s.record("snapshot file size", "stat <dir>/snapshot.db".into(), output);
+    s.record(
+        "snapshot file size",
+        "stat <dir>/snapshot.db".into(),
+        output,
+    );
     s.ctl(
         "snapshot status",
         First,
@@ -904,12 +1016,12 @@ fn diff(left: &str, right: &str) -> String {
             let _ = writeln!(out, "      {}", a[i]);
             i += 1;
             j += 1;
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            let _ = writeln!(out, "    + {}", b[j]);
-            j += 1;
-        } else {
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
             let _ = writeln!(out, "    - {}", a[i]);
             i += 1;
+        } else {
+            let _ = writeln!(out, "    + {}", b[j]);
+            j += 1;
         }
     }
     out
@@ -962,7 +1074,11 @@ fn etcdctl_script_gives_the_same_normalised_output_on_both_targets() {
             .unwrap_or_else(|| panic!("no step {step}"))
             .output
     };
-    assert!(output("get foo").contains("foo\nbaz\n"), "{}", output("get foo"));
+    assert!(
+        output("get foo").contains("foo\nbaz\n"),
+        "{}",
+        output("get foo")
+    );
     assert!(output("compaction 14").starts_with("exit: 0"));
     assert!(output("member list").contains("<member-3>"));
 }
@@ -977,11 +1093,17 @@ fn record(step: &str, output: &str) -> Record {
 
 #[test]
 fn comparison_reports_differences_and_allows_only_listed_ones() {
-    let left = [record("a", "exit: 0\nx\n"), record("b", "exit: 0\nsize 1\nrev 2\n")];
+    let left = [
+        record("a", "exit: 0\nx\n"),
+        record("b", "exit: 0\nsize 1\nrev 2\n"),
+    ];
     let same = left.clone();
     assert_eq!(compare(&left, &same, &[]), Ok(vec![]));
 
-    let right = [record("a", "exit: 0\nx\n"), record("b", "exit: 0\nsize 9\nrev 2\n")];
+    let right = [
+        record("a", "exit: 0\nx\n"),
+        record("b", "exit: 0\nsize 9\nrev 2\n"),
+    ];
     let report = compare(&left, &right, &[]).unwrap_err();
     assert!(report.contains("=== step `b`"), "{report}");
     assert!(report.contains("    - size 1\n    + size 9\n"), "{report}");
@@ -995,9 +1117,15 @@ fn comparison_reports_differences_and_allows_only_listed_ones() {
     };
     assert_eq!(compare(&left, &right, &[&size]).unwrap().len(), 1);
     // An intended difference covers its lines only, in its step only.
-    let right = [record("a", "exit: 0\nx\n"), record("b", "exit: 0\nsize 9\nrev 3\n")];
+    let right = [
+        record("a", "exit: 0\nx\n"),
+        record("b", "exit: 0\nsize 9\nrev 3\n"),
+    ];
     assert!(compare(&left, &right, &[&size]).is_err());
-    let right = [record("a", "exit: 0\ny\n"), record("b", "exit: 0\nsize 9\nrev 2\n")];
+    let right = [
+        record("a", "exit: 0\ny\n"),
+        record("b", "exit: 0\nsize 9\nrev 2\n"),
+    ];
     assert!(compare(&left, &right, &[&size]).is_err());
 }
 
@@ -1039,6 +1167,27 @@ fn normaliser_replaces_ids_and_keeps_what_the_test_compares() {
     // Ids are only replaced where a command prints them.
     let got = n.output("get", &out("8e9e05c52164694d\n"));
     assert!(got.contains("\n8e9e05c52164694d\n"), "{got}");
+    // etcdctl's log line for a failed request: its time and client UUID
+    // go, the gRPC code and message stay.
+    let warn = out(concat!(
+        r#"{"level":"warn","ts":"2026-11-30T05:05:01.668Z","caller":"clientv3/retry_interceptor.go:62","#,
+        r#""msg":"retrying of unary invoker failed","#,
+        r#""target":"endpoint://client-baa327a7-6998-4f0c-a9ef-da0a0a540939/127.0.0.1:23001","#,
+        r#""attempt":0,"error":"rpc error: code = OutOfRange desc = etcdserver: mvcc: required revision has been compacted"}"#,
+        "\n"
+    ));
+    let got = n.output("get", &warn);
+    assert!(got.contains(r#""ts":"<ts>""#), "{got}");
+    assert!(
+        got.contains(r#""target":"endpoint://client-<uuid>/<client-1>""#),
+        "{got}"
+    );
+    assert!(
+        got.contains(
+            "code = OutOfRange desc = etcdserver: mvcc: required revision has been compacted"
+        ),
+        "{got}"
+    );
     let got = n.output(
         "endpoint health",
         &out("127.0.0.1:23001 is healthy: successfully committed proposal: took = 1.2ms\n"),

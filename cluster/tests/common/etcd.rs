@@ -62,7 +62,12 @@ impl Target {
     /// (`etcdctl member list -w json`) for its id and its members' ids and
     /// peer addresses, matching members to endpoints by client URL.
     pub fn from_member_list(kind: &'static str, endpoints: &[String]) -> Target {
-        let out = etcdctl(endpoints, &["member", "list", "-w", "json"], None, CTL_TIMEOUT);
+        let out = etcdctl(
+            endpoints,
+            &["member", "list", "-w", "json"],
+            None,
+            CTL_TIMEOUT,
+        );
         assert!(out.success(), "member list on {endpoints:?}: {out}");
         let list: serde_json::Value = serde_json::from_str(&out.stdout)
             .unwrap_or_else(|e| panic!("member list -w json is not JSON ({e}): {out}"));
