@@ -130,7 +130,12 @@ pub struct Running {
 impl Running {
     /// A fresh real etcd cluster of `members` members.
     pub fn etcd(members: usize) -> Running {
-        let cluster = EtcdCluster::start(members);
+        Running::etcd_with(members, &[])
+    }
+
+    /// [`Running::etcd`] with `extra` flags for every member.
+    pub fn etcd_with(members: usize, extra: &[&str]) -> Running {
+        let cluster = EtcdCluster::start_with(members, extra);
         Running {
             target: cluster.target(),
             keep: Keep::Etcd(cluster),
@@ -159,6 +164,12 @@ impl EtcdCluster {
     /// Starts `n` members as a new cluster and waits (bounded) until every
     /// member reports healthy.
     pub fn start(n: usize) -> EtcdCluster {
+        EtcdCluster::start_with(n, &[])
+    }
+
+    /// [`EtcdCluster::start`] with `extra` flags for every member (such as
+    /// `--max-txn-ops=200`, to see a test notice a different server).
+    pub fn start_with(n: usize, extra: &[&str]) -> EtcdCluster {
         assert!(n >= 1, "an etcd cluster needs a member");
         let binary = on_path("etcd");
         let tmp = tempfile::tempdir().unwrap();
@@ -208,6 +219,7 @@ impl EtcdCluster {
                 .arg("zap")
                 .arg("--log-outputs")
                 .arg("stderr")
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
