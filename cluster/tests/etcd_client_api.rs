@@ -79,13 +79,15 @@ fn kv(
     )
 }
 
-/// The gRPC code (as tonic names it) and message of an error.
-fn status(error: etcd_client::Error) -> (String, String) {
-    match error {
-        etcd_client::Error::GRpcStatus(status) => {
+/// The gRPC code (as tonic names it) and message of a request that must
+/// fail.
+fn status<T>(result: Result<T, etcd_client::Error>) -> (String, String) {
+    match result {
+        Ok(_) => panic!("the request succeeded; it must fail"),
+        Err(etcd_client::Error::GRpcStatus(status)) => {
             (format!("{:?}", status.code()), status.message().to_string())
         }
-        other => panic!("expected a gRPC status, got {other:?}"),
+        Err(other) => panic!("expected a gRPC status, got {other:?}"),
     }
 }
 
@@ -531,32 +533,25 @@ async fn errors_have_etcds_codes_and_messages() {
         for i in 0..5 {
             c.put("e", format!("{i}"), None).await.unwrap(); // 2..=6
         }
-        let err = c
-            .get("e", Some(GetOptions::new().with_revision(7)))
-            .await
-            .unwrap_err();
+        let err = c.get("e", Some(GetOptions::new().with_revision(7))).await;
         assert_eq!(status(err), ("OutOfRange".into(), FUTURE.into()));
 
         c.compact(4, None).await.unwrap();
-        let err = c
-            .get("e", Some(GetOptions::new().with_revision(3)))
-            .await
-            .unwrap_err();
+        let err = c.get("e", Some(GetOptions::new().with_revision(3))).await;
         assert_eq!(status(err), ("OutOfRange".into(), COMPACTED.into()));
-        let err = c.compact(4, None).await.unwrap_err();
+        let err = c.compact(4, None).await;
         assert_eq!(status(err), ("OutOfRange".into(), COMPACTED.into()));
-        let err = c.compact(3, None).await.unwrap_err();
+        let err = c.compact(3, None).await;
         assert_eq!(status(err), ("OutOfRange".into(), COMPACTED.into()));
-        let err = c.compact(100, None).await.unwrap_err();
+        let err = c.compact(100, None).await;
         assert_eq!(status(err), ("OutOfRange".into(), FUTURE.into()));
         // A compacted revision inside a transaction fails the transaction.
         let err = c
             .txn(Txn::new().and_then([TxnOp::get("e", Some(GetOptions::new().with_revision(2)))]))
-            .await
-            .unwrap_err();
+            .await;
         assert_eq!(status(err), ("OutOfRange".into(), COMPACTED.into()));
 
-        let err = c.put("", "v", None).await.unwrap_err();
+        let err = c.put("", "v", None).await;
         assert_eq!(
             status(err),
             (
@@ -564,7 +559,7 @@ async fn errors_have_etcds_codes_and_messages() {
                 "etcdserver: key is not provided".into()
             )
         );
-        let err = c.get("", None).await.unwrap_err();
+        let err = c.get("", None).await;
         assert_eq!(
             status(err),
             (
@@ -572,7 +567,7 @@ async fn errors_have_etcds_codes_and_messages() {
                 "etcdserver: key is not provided".into()
             )
         );
-        let err = c.delete("", None).await.unwrap_err();
+        let err = c.delete("", None).await;
         assert_eq!(
             status(err),
             (
@@ -586,7 +581,7 @@ async fn errors_have_etcds_codes_and_messages() {
                 .map(|i| TxnOp::put(format!("many/{i}"), "v", None))
                 .collect()
         };
-        let err = c.txn(Txn::new().and_then(ops(129))).await.unwrap_err();
+        let err = c.txn(Txn::new().and_then(ops(129))).await;
         assert_eq!(
             status(err),
             (
@@ -615,16 +610,14 @@ async fn errors_have_etcds_codes_and_messages() {
         let duplicate = "etcdserver: duplicate key given in txn request";
         let err = c
             .txn(Txn::new().and_then([TxnOp::put("d", "1", None), TxnOp::put("d", "2", None)]))
-            .await
-            .unwrap_err();
+            .await;
         assert_eq!(status(err), ("InvalidArgument".into(), duplicate.into()));
         let err = c
             .txn(Txn::new().and_then([
                 TxnOp::put("d/1", "1", None),
                 TxnOp::delete("d/", Some(DeleteOptions::new().with_prefix())),
             ]))
-            .await
-            .unwrap_err();
+            .await;
         assert_eq!(status(err), ("InvalidArgument".into(), duplicate.into()));
         // Writes to one key in the two branches are not duplicates, and
         // neither are reads.
@@ -665,10 +658,7 @@ async fn compaction_keeps_each_keys_latest_revision_at_or_below_it() {
         assert_eq!(kvs(at5.kvs()), [kv("c/a", "2", 2, 3, 2)]);
         let at6 = c.get("c/", Some(prefix().with_revision(6))).await.unwrap();
         assert_eq!(kvs(at6.kvs()), [kv("c/a", "3", 2, 6, 3)]);
-        let err = c
-            .get("c/", Some(prefix().with_revision(4)))
-            .await
-            .unwrap_err();
+        let err = c.get("c/", Some(prefix().with_revision(4))).await;
         assert_eq!(status(err), ("OutOfRange".into(), COMPACTED.into()));
         // Compaction is not a change: the next write is revision 7.
         assert_eq!(rev(c.put("c/b", "2", None).await.unwrap().header()), 7);
