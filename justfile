@@ -50,12 +50,13 @@ setup:
         echo "setup: protoc, etcd and etcdctl already installed"
     fi
     # Debian's etcd-server starts a system-wide etcd on 127.0.0.1:2379; the
-    # tests start their own, so it is disabled and stopped, under systemd or
-    # the init script, and any etcd still listening on 2379 is ended by pid.
+    # tests start their own, so it is disabled (systemd unit or init script)
+    # and an etcd listening on 2379 is ended by its pid. Not the init
+    # script's `stop`: without a pid file it stops every /usr/bin/etcd,
+    # test clusters included.
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
         $sudo systemctl disable --now etcd >/dev/null 2>&1 || true
     elif [ -x /etc/init.d/etcd ]; then
-        $sudo /etc/init.d/etcd stop >/dev/null 2>&1 || true
         $sudo update-rc.d etcd disable >/dev/null 2>&1 || true
     fi
     for pid in $(ss -Hltnp 'sport = :2379' 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
