@@ -19,10 +19,19 @@
 //! line diff for every step that differs otherwise.
 //!
 //! Until metcd serves etcd's gRPC API, both targets are fresh, independent
-//! etcd clusters: equal outputs then show that the normaliser hides no
-//! difference two clusters cannot legitimately have (the script's values
-//! still differ step to step) and leaves none they can. [`other_target`] is
-//! where metcd's target replaces the second etcd.
+//! etcd clusters: equal outputs then show that the normaliser leaves no
+//! difference that two correct clusters may have, while revisions, values
+//! and error messages, which it keeps, are compared (a second etcd started
+//! with `--max-txn-ops=200` fails the test at the 129-operation txn).
+//! [`other_target`] is where metcd's target replaces the second etcd.
+//!
+//! etcdctl 3.4 quirks the script works with: `get` has no `--count-only`
+//! and no `--min-mod-rev`-style filters (counts are read from `-w json`);
+//! `txn` reads compares, success and failure requests each ended by a blank
+//! line, and the operations inside take their command's own flags only (no
+//! `-w`); ids are printed in hexadecimal, `%16x` (space-padded) in `member
+//! add`/`remove`; a failed request also writes a JSON log line to stderr
+//! with the gRPC code and message; member lists come in member-id order.
 
 mod common;
 
@@ -772,6 +781,22 @@ fn script(target: &Target, dir: &Path) -> Vec<Record> {
         ),
         false,
     ); // 17: a read-only branch changes nothing
+    txn(
+        &mut s,
+        "txn version fails",
+        txn_input(
+            &[r#"version("k") = "1""#],
+            &["put t wrong"],
+            &["get k --keys-only"],
+        ),
+        false,
+    ); // 17
+    txn(
+        &mut s,
+        "txn mod fails -w json",
+        txn_input(&[r#"mod("k") < "15""#], &["put t wrong"], &["get t"]),
+        true,
+    ); // 17
     txn(
         &mut s,
         "txn create absent -w json",
