@@ -12,8 +12,8 @@ mod common;
 
 use common::etcd::{Running, Target};
 use etcd_client::{
-    Client, CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, PutOptions,
-    SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+    Client, CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions, KeyValue,
+    MemberAddOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 
 /// The fresh servers every check runs against, each in its own cluster.
@@ -788,5 +788,70 @@ async fn kubernetes_create_update_and_paged_list() {
         assert_eq!(pages, 3);
         let want: Vec<String> = (0..7).map(|i| format!("/registry/cm/{i}")).collect();
         assert_eq!(listed, want);
+    }
+}
+
+#[tokio::test]
+async fn cluster_and_maintenance_on_one_member() {
+    for server in targets() {
+        let mut c = connect(&server.target).await;
+        let me = &server.target.members[0];
+        let list = c.member_list().await.unwrap();
+        assert_eq!(list.header().unwrap().member_id(), me.id);
+        let members: Vec<_> = list
+            .members()
+            .iter()
+            .map(|m| (m.id(), m.client_urls().to_vec(), m.is_learner()))
+            .collect();
+        assert_eq!(
+            members,
+            [(me.id, vec![format!("http://{}", me.client)], false)]
+        );
+
+        let maintenance = c.status().await.unwrap();
+        assert!(
+            maintenance.version().starts_with("3."),
+            "{}",
+            maintenance.version()
+        );
+        assert_eq!(maintenance.leader(), me.id);
+        assert!(maintenance.raft_term() >= 1 && maintenance.raft_index() >= 1);
+        assert!(maintenance.db_size() > 0);
+        assert_eq!(rev(maintenance.header()), 1);
+
+        // A learner that never starts: added, not promotable, removed.
+        let learner_url = format!("http://127.0.0.1:{}", common::free_port());
+        let added = c
+            .member_add(
+                [learner_url.as_str()],
+                Some(MemberAddOptions::new().with_is_learner()),
+            )
+            .await
+            .unwrap();
+        let learner = added.member().expect("the added member");
+        assert!(learner.is_learner());
+        assert_eq!(learner.peer_urls(), [learner_url.clone()]);
+        assert_eq!(added.member_list().len(), 2);
+        let id = learner.id();
+        assert_eq!(
+            status(c.member_promote(id).await),
+            (
+                "FailedPrecondition".into(),
+                "etcdserver: can only promote a learner member which is in sync with leader".into()
+            )
+        );
+        // Leadership cannot go to a learner, nor to an unknown member.
+        let bad = (
+            "FailedPrecondition".to_string(),
+            "etcdserver: bad leader transferee".to_string(),
+        );
+        assert_eq!(status(c.move_leader(id).await), bad);
+        assert_eq!(status(c.move_leader(id ^ 1).await), bad);
+        let removed = c.member_remove(id).await.unwrap();
+        assert_eq!(removed.members().len(), 1);
+        assert_eq!(
+            status(c.member_remove(id).await),
+            ("NotFound".into(), "etcdserver: member not found".into())
+        );
     }
 }
