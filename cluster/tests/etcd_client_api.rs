@@ -830,7 +830,7 @@ async fn cluster_and_maintenance_on_one_member() {
             .unwrap();
         let learner = added.member().expect("the added member");
         assert!(learner.is_learner());
-        assert_eq!(learner.peer_urls(), [learner_url.clone()]);
+        assert_eq!(learner.peer_urls(), std::slice::from_ref(&learner_url));
         assert_eq!(added.member_list().len(), 2);
         let id = learner.id();
         assert_eq!(
