@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME"
 default:
     @just --list
 
-# Install what the build needs on a Debian-like machine (idempotent): clang and libclang for rocksdb's bindings, mdbook for the book, prometheus for the /metrics test.
+# Install what the build needs on a Debian-like machine (idempotent): clang and libclang for rocksdb's bindings, mdbook for the book, prometheus for the /metrics test, protoc for the gRPC API, etcd 3.4 and etcdctl as the differential tests' reference.
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -36,6 +36,36 @@ setup:
             $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
         fi
     fi
+    # protoc compiles the etcd API's .proto files; etcd-server and etcd-client
+    # (etcd 3.4, etcdctl) are the reference peer of the differential tests.
+    missing=()
+    for pkg in protobuf-compiler etcd-server etcd-client; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "setup: installing ${missing[*]}"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    else
+        echo "setup: protoc, etcd and etcdctl already installed"
+    fi
+    # Debian's etcd-server starts a system-wide etcd on 127.0.0.1:2379; the
+    # tests start their own, so it is disabled (systemd unit or init script)
+    # and an etcd listening on 2379 is ended by its pid. Not the init
+    # script's `stop`: without a pid file it stops every /usr/bin/etcd,
+    # test clusters included.
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        $sudo systemctl disable --now etcd >/dev/null 2>&1 || true
+    elif [ -x /etc/init.d/etcd ]; then
+        $sudo update-rc.d etcd disable >/dev/null 2>&1 || true
+    fi
+    for pid in $(ss -Hltnp 'sport = :2379' 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
+        if [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = /usr/bin/etcd ]; then
+            echo "setup: stopping the system etcd (pid $pid) on port 2379"
+            $sudo kill "$pid"
+            for _ in $(seq 50); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+        fi
+    done
     if command -v mdbook >/dev/null 2>&1; then
         echo "setup: mdbook already installed ($(mdbook --version))"
     else

@@ -15,6 +15,8 @@ use std::time::Duration;
 use cluster::Client;
 use cluster::raft::NodeStatus;
 
+pub mod etcd;
+
 /// A port no other node of this test process was given, from 20000-32767:
 /// below Linux's ephemeral range (32768-60999 by default), so no outgoing
 /// connection can take it as its source port between this probe and the
