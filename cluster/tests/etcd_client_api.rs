@@ -22,7 +22,7 @@ use etcd_client::{
 /// as `Running { target: Target::from_member_list("metcd", &grpc_endpoints),
 /// keep: Keep::Metcd(cluster) }`.
 fn targets() -> Vec<Running> {
-    vec![Running::etcd(1)]
+    vec![Running::etcd(1), Running::metcd(1, "memory")]
 }
 
 async fn connect(target: &Target) -> Client {

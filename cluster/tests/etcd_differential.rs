@@ -54,7 +54,7 @@ const MEMBERS: usize = 3;
 /// (or [`Target::new`] with the ids it was started with); the entries of
 /// [`INTENDED`] marked `metcd` then apply.
 fn other_target() -> Running {
-    Running::etcd(MEMBERS)
+    Running::metcd(MEMBERS, "redb")
 }
 
 // ---------------------------------------------------------------------------

@@ -517,6 +517,15 @@ impl MvccStore {
                 {
                     return Err(MvccError::KeyNotFound);
                 }
+                // etcd checks a range's revision before the transaction
+                // runs: one below the compaction point or above the
+                // current revision fails the whole transaction.
+                RequestOp::Range(range) if range.revision > 0 && range.revision < state.compacted => {
+                    return Err(MvccError::Compacted);
+                }
+                RequestOp::Range(range) if range.revision > at => {
+                    return Err(MvccError::FutureRevision);
+                }
                 RequestOp::Txn(nested) => {
                     let taken = self.choose(state, staging, nested, at)?;
                     self.precheck(state, staging, nested, taken, at)?;

@@ -67,6 +67,12 @@ pub(super) fn bootstrap_entries(
     Ok(entries)
 }
 
+/// The share of the leader's log a learner must hold to be promoted.
+const LEARNER_READY: f64 = 0.9;
+/// etcd's message for a learner that is not caught up.
+pub const LEARNER_NOT_READY: &str =
+    "etcdserver: can only promote a learner member which is in sync with leader";
+
 impl Node {
     /// Starts handing leadership to voter `to` (raft's leader transfer:
     /// the leader brings `to` up to date and tells it to campaign at once).
@@ -149,6 +155,15 @@ impl Node {
                     let _ = reply.send(Err(WriteError::Rejected(format!(
                         "member {id} is not a learner; only learners can be promoted"
                     ))));
+                    return;
+                }
+                // etcd's rule: a learner is promoted only once its log
+                // matches at least 90% of the leader's, so that the new
+                // voter does not stall commits while it catches up.
+                let leader_last = self.raw.raft.raft_log.last_index();
+                let learner_match = self.raw.raft.prs().get(id).map_or(0, |p| p.matched);
+                if (learner_match as f64) < leader_last as f64 * LEARNER_READY {
+                    let _ = reply.send(Err(WriteError::Rejected(LEARNER_NOT_READY.into())));
                     return;
                 }
                 let member = self

@@ -133,6 +133,27 @@ impl Running {
         Running::etcd_with(members, &[])
     }
 
+    /// A fresh metcd cluster of `members` members on `engine`, its targets
+    /// the members' gRPC addresses. Started on a thread of its own, so that
+    /// async tests can call it too.
+    pub fn metcd(members: usize, engine: &str) -> Running {
+        let engine = engine.to_string();
+        let cluster = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(Cluster::start(members as u64, &engine, &[]))
+        })
+        .join()
+        .expect("starting the metcd cluster");
+        let endpoints: Vec<String> = cluster.nodes.iter().map(|n| n.grpc.clone()).collect();
+        Running {
+            target: Target::from_member_list("metcd", &endpoints),
+            keep: Keep::Metcd(cluster),
+        }
+    }
+
     /// [`Running::etcd`] with `extra` flags for every member.
     pub fn etcd_with(members: usize, extra: &[&str]) -> Running {
         let cluster = EtcdCluster::start_with(members, extra);

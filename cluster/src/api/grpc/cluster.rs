@@ -1,8 +1,8 @@
 //! etcd's Cluster service: list, add, remove, promote (and update) members.
 //!
 //! Members are metcd's own (`crate::state_machine::Member`), shown in
-//! etcd's form: the id, a name (`metcd<id>`: metcd members have no names
-//! of their own), the peer URL and, as the client URL, the member's gRPC
+//! etcd's form: the id, a name (`m<id>`: metcd members have no names of
+//! their own), the peer URL and, as the client URL, the member's gRPC
 //! address, which is what `etcdctl --cluster` and client libraries connect
 //! to. A member added through this API has no client addresses until it
 //! is started and they are given to it (its `--listen-grpc`); etcd shows
@@ -58,7 +58,7 @@ pub fn member_pb(member: &Member) -> PbMember {
     PbMember {
         id: member.id,
         name: if member.grpc.is_some() || !member.client.is_empty() {
-            format!("metcd{}", member.id)
+            format!("m{}", member.id)
         } else {
             String::new()
         },
