@@ -11,11 +11,13 @@
 //! waiting requests, applies the request timeout and says whether a failed
 //! request had an effect.
 
+pub mod gateway;
 pub mod grpc;
 pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod raft_call;
+pub mod read_query;
 
 /// The routes that need only the node handle: `/metrics` and `/-/cluster`,
 /// merged into [`http::router`].
