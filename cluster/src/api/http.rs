@@ -3,6 +3,9 @@
 //! ```text
 //! PUT    /<key>            body = value  -> 204 once committed and applied
 //! GET    /<key>                          -> 200 raw value bytes, 404 if absent
+//! GET    /<key>?rev=N                    -> the raw value as of revision N (410 compacted, 400 future)
+//! GET    /<prefix>?prefix, /<key>?from_key -> JSON listing of the range (api::read_query)
+//!        ...&limit=N&keys_only&count_only   (any of these also answers a listing)
 //! DELETE /<key>                          -> 204 once committed and applied
 //! /kv/<key>                              -> the same, for keys that start with "-/" or "kv/"
 //! GET    /-/health                       -> 200 {"health":true,...} when a leader is known, else 503
@@ -13,7 +16,16 @@
 //! DELETE /-/members/<id>                 -> remove a member
 //! GET    /metrics                        -> Prometheus text format (api::metrics)
 //! GET    /-/cluster                      -> cluster id and member id (api::identity)
+//! POST   /v3/kv/{put,range,deleterange,txn,compaction} -> etcd's JSON gateway (api::gateway),
+//!                                           also under /v3beta/; keys named v3/... are at /kv/v3/...
 //! ```
+//!
+//! Every GET answers the store's revision in `X-Metcd-Revision`; a one-key
+//! answer adds `X-Metcd-Create-Revision`, `X-Metcd-Mod-Revision` and
+//! `X-Metcd-Version`. The query parameters, the listing's shape and how
+//! bytes that are not UTF-8 appear in it are described in
+//! [`super::read_query`]; an unknown or malformed parameter is a 400 naming
+//! it and what is accepted.
 //!
 //! # Write path
 //!
@@ -32,7 +44,9 @@
 //! has applied that index, and the value is then read from the local engine,
 //! so a follower serves reads that reflect every write acknowledged before
 //! the read began. `?consistency=serializable` skips that and reads the
-//! local engine at once (fast, possibly stale).
+//! local engine at once (fast, possibly stale). A read at a revision below
+//! the compacted one is 410 Gone, above the current one 400, each with
+//! etcd's message.
 //!
 //! # Errors and limits
 //!
