@@ -3,6 +3,9 @@
 //! ```text
 //! PUT    /<key>            body = value  -> 204 once committed and applied
 //! GET    /<key>                          -> 200 raw value bytes, 404 if absent
+//! GET    /<key>?rev=N                    -> the raw value as of revision N (410 compacted, 400 future)
+//! GET    /<prefix>?prefix, /<key>?from_key -> JSON listing of the range (api::read_query)
+//!        ...&limit=N&keys_only&count_only   (any of these also answers a listing)
 //! DELETE /<key>                          -> 204 once committed and applied
 //! /kv/<key>                              -> the same, for keys that start with "-/" or "kv/"
 //! GET    /-/health                       -> 200 {"health":true,...} when a leader is known, else 503
@@ -13,7 +16,16 @@
 //! DELETE /-/members/<id>                 -> remove a member
 //! GET    /metrics                        -> Prometheus text format (api::metrics)
 //! GET    /-/cluster                      -> cluster id and member id (api::identity)
+//! POST   /v3/kv/{put,range,deleterange,txn,compaction} -> etcd's JSON gateway (api::gateway),
+//!                                           also under /v3beta/; keys named v3/... are at /kv/v3/...
 //! ```
+//!
+//! Every GET answers the store's revision in `X-Metcd-Revision`; a one-key
+//! answer adds `X-Metcd-Create-Revision`, `X-Metcd-Mod-Revision` and
+//! `X-Metcd-Version`. The query parameters, the listing's shape and how
+//! bytes that are not UTF-8 appear in it are described in
+//! [`super::read_query`]; an unknown or malformed parameter is a 400 naming
+//! it and what is accepted.
 //!
 //! # Write path
 //!
@@ -32,7 +44,9 @@
 //! has applied that index, and the value is then read from the local engine,
 //! so a follower serves reads that reflect every write acknowledged before
 //! the read began. `?consistency=serializable` skips that and reads the
-//! local engine at once (fast, possibly stale).
+//! local engine at once (fast, possibly stale). A read at a revision below
+//! the compacted one is 410 Gone, above the current one 400, each with
+//! etcd's message.
 //!
 //! # Errors and limits
 //!
@@ -88,9 +102,11 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
+use super::grpc;
 pub use super::raft_call::Outcome;
 use super::raft_call::{self, CallError, Effect};
-use crate::mvcc::txn::{RangeRequest, RangeResponse};
+use super::read_query::{Consistency, ReadQuery, listing};
+use crate::mvcc::MvccError;
 use crate::raft::handle::Admission;
 use crate::raft::{MemberChange, NodeHandle, NodeStatus, Request, WriteError, WriteReply};
 use crate::state_machine::{Command, Member};
@@ -144,6 +160,7 @@ pub const OUTCOME_HEADER: &str = "x-metcd-outcome";
 pub fn router(node: NodeHandle, config: ApiConfig) -> Router {
     let admission = Admission::new(config.max_queued_requests);
     let node_routes = super::node_routes(node.clone());
+    let gateway = super::gateway::router(node.clone(), config);
     Router::new()
         .route("/-/health", get(health))
         .route("/-/status", get(status))
@@ -158,6 +175,7 @@ pub fn router(node: NodeHandle, config: ApiConfig) -> Router {
             admission,
         })
         .merge(node_routes)
+        .merge(gateway)
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, with a deadline
@@ -519,8 +537,21 @@ fn percent_decode(raw: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The user key a path names: everything after `/`, or after `/kv/`.
+/// The user key a path names: everything after `/`, or after `/kv/`;
+/// never empty.
 fn key_of(uri: &Uri) -> Result<Vec<u8>, Response> {
+    let key = path_key(uri)?;
+    if key.is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "empty key: use /<key> or /kv/<key> with a non-empty key (or GET /?prefix for every key)",
+        ));
+    }
+    Ok(key)
+}
+
+/// The key a path names, possibly empty (`GET /?prefix` lists every key).
+fn path_key(uri: &Uri) -> Result<Vec<u8>, Response> {
     let path = uri.path();
     let raw = path
         .strip_prefix("/kv/")
@@ -540,12 +571,6 @@ fn key_of(uri: &Uri) -> Result<Vec<u8>, Response> {
             format!("path {path:?} has a malformed %-escape"),
         )
     })?;
-    if key.is_empty() {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "empty key: use /<key> or /kv/<key> with a non-empty key",
-        ));
-    }
     if key.len() > MAX_KEY_BYTES {
         return Err(error(
             StatusCode::BAD_REQUEST,
@@ -558,12 +583,10 @@ fn key_of(uri: &Uri) -> Result<Vec<u8>, Response> {
     Ok(key)
 }
 
-fn too_large(size: impl std::fmt::Display) -> Response {
+fn too_large(size: impl std::fmt::Display, limit: usize) -> Response {
     error(
         StatusCode::PAYLOAD_TOO_LARGE,
-        format!(
-            "value of {size} bytes is larger than the limit of {MAX_VALUE_BYTES} bytes (1.5 MiB)"
-        ),
+        format!("body of {size} bytes is larger than the limit of {limit} bytes"),
     )
 }
 
@@ -577,8 +600,8 @@ enum BodyFailure {
     Read(String),
 }
 
-/// Reads the whole body, keeping at most [`MAX_VALUE_BYTES`].
-async fn collect_limited(mut body: Body) -> Result<Bytes, BodyFailure> {
+/// Reads the whole body, keeping at most `limit` bytes.
+async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, BodyFailure> {
     let mut kept = Vec::new();
     let mut total: u64 = 0;
     while let Some(frame) = body.frame().await {
@@ -587,13 +610,13 @@ async fn collect_limited(mut body: Body) -> Result<Bytes, BodyFailure> {
             continue;
         };
         total += data.len() as u64;
-        if total <= MAX_VALUE_BYTES as u64 {
+        if total <= limit as u64 {
             kept.extend_from_slice(&data);
         } else if total > DRAIN_LIMIT {
             return Err(BodyFailure::TooLarge(total));
         }
     }
-    if total > MAX_VALUE_BYTES as u64 {
+    if total > limit as u64 {
         return Err(BodyFailure::TooLarge(total));
     }
     Ok(Bytes::from(kept))
@@ -602,6 +625,17 @@ async fn collect_limited(mut body: Body) -> Result<Bytes, BodyFailure> {
 /// Reads a request body of at most [`MAX_VALUE_BYTES`] within the body
 /// timeout.
 async fn read_body(api: &Api, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    read_body_within(MAX_VALUE_BYTES, api.config.body_timeout, headers, body).await
+}
+
+/// Reads a request body of at most `limit` bytes within `timeout`; the
+/// error is the response to send (413, 408 or 400).
+pub(super) async fn read_body_within(
+    limit: usize,
+    timeout: Duration,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, Response> {
     let closing = |mut response: Response| {
         response
             .headers_mut()
@@ -614,15 +648,18 @@ async fn read_body(api: &Api, headers: &HeaderMap, body: Body) -> Result<Bytes, 
         .and_then(|v| v.parse::<u64>().ok())
         && length > DRAIN_LIMIT
     {
-        return Err(closing(too_large(length)));
+        return Err(closing(too_large(length, limit)));
     }
-    match tokio::time::timeout(api.config.body_timeout, collect_limited(body)).await {
+    match tokio::time::timeout(timeout, collect_limited(body, limit)).await {
         Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(BodyFailure::TooLarge(size))) => Err(closing(too_large(if size > DRAIN_LIMIT {
-            format!("more than {DRAIN_LIMIT}")
-        } else {
-            size.to_string()
-        }))),
+        Ok(Err(BodyFailure::TooLarge(size))) => Err(closing(too_large(
+            if size > DRAIN_LIMIT {
+                format!("more than {DRAIN_LIMIT}")
+            } else {
+                size.to_string()
+            },
+            limit,
+        ))),
         Ok(Err(BodyFailure::Read(err))) => Err(error(
             StatusCode::BAD_REQUEST,
             format!("could not read the request body: {err}"),
@@ -631,19 +668,10 @@ async fn read_body(api: &Api, headers: &HeaderMap, body: Body) -> Result<Bytes, 
             StatusCode::REQUEST_TIMEOUT,
             format!(
                 "the request body did not arrive within {} ms",
-                api.config.body_timeout.as_millis()
+                timeout.as_millis()
             ),
         ))),
     }
-}
-
-/// The `consistency` query parameter, if given.
-fn consistency_of(uri: &Uri) -> Option<String> {
-    uri.query()?
-        .split('&')
-        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-        .find(|(name, _)| *name == "consistency")
-        .map(|(_, value)| value.to_string())
 }
 
 async fn key_handler(
@@ -653,12 +681,26 @@ async fn key_handler(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if method == Method::GET || method == Method::HEAD {
+        let query = match ReadQuery::parse(uri.query()) {
+            Ok(query) => query,
+            Err(message) => return error(StatusCode::BAD_REQUEST, message),
+        };
+        let key = if query.is_range() {
+            path_key(&uri)
+        } else {
+            key_of(&uri)
+        };
+        return match key {
+            Ok(key) => read(&api, key, &query).await,
+            Err(response) => response,
+        };
+    }
     let key = match key_of(&uri) {
         Ok(key) => key,
         Err(response) => return response,
     };
     match method {
-        Method::GET | Method::HEAD => read_key(&api, key, consistency_of(&uri)).await,
         Method::PUT | Method::POST => {
             let view = api.node.view();
             if !view.is_leader {
@@ -704,76 +746,81 @@ async fn propose(api: &Api, uri: &Uri, command: Command) -> Response {
 }
 // ANCHOR_END: http_write
 
-async fn read_key(api: &Api, key: Vec<u8>, consistency: Option<String>) -> Response {
-    match consistency.as_deref() {
-        None | Some("linearizable") => {
-            let Some(queued) = api.admission.admit() else {
-                return overloaded(api);
-            };
-            let (reply, answer) = oneshot::channel();
-            match ask(
-                api,
-                Request::ReadIndex { reply, queued },
-                answer,
-                Effect::None,
-            )
-            .await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
-                    return unavailable(
-                        "no leader is known, so a linearizable read is impossible; retry or use ?consistency=serializable",
-                    );
-                }
-                Err(response) => return response,
-            }
-        }
-        Some("serializable") => {}
-        Some(other) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "consistency {other:?} is not known; use linearizable (default) or serializable"
-                ),
-            );
-        }
+/// Waits for a read index unless the read is serializable.
+async fn read_barrier(api: &Api, consistency: Consistency) -> Result<(), Response> {
+    if consistency == Consistency::Serializable {
+        return Ok(());
     }
-    let request = RangeRequest {
-        key: key.clone(),
-        ..RangeRequest::default()
+    let Some(queued) = api.admission.admit() else {
+        return Err(overloaded(api));
     };
-    match api.node.kv.range(&request) {
-        Ok(RangeResponse {
-            mut kvs, revision, ..
-        }) if !kvs.is_empty() => {
-            let record = kvs.swap_remove(0);
-            let mut response = (StatusCode::OK, record.value).into_response();
-            let headers = response.headers_mut();
-            headers.insert("x-metcd-revision", HeaderValue::from(revision));
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            headers.insert(
-                "x-metcd-mod-revision",
-                HeaderValue::from(record.mod_revision),
-            );
-            headers.insert(
-                "x-metcd-create-revision",
-                HeaderValue::from(record.create_revision),
-            );
-            headers.insert("x-metcd-version", HeaderValue::from(record.version));
-            response
-        }
-        Ok(_) => error(
-            StatusCode::NOT_FOUND,
-            format!("key not found: {}", String::from_utf8_lossy(&key)),
-        ),
-        Err(err) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("reading the store: {err}"),
-        ),
+    let (reply, answer) = oneshot::channel();
+    match ask(
+        api,
+        Request::ReadIndex { reply, queued },
+        answer,
+        Effect::None,
+    )
+    .await?
+    {
+        Ok(()) => Ok(()),
+        Err(_) => Err(unavailable(
+            "no leader is known, so a linearizable read is impossible; retry or use ?consistency=serializable",
+        )),
     }
+}
+
+/// A GET: one key's raw value, or a listing (see [`super::read_query`]).
+async fn read(api: &Api, key: Vec<u8>, query: &ReadQuery) -> Response {
+    if let Err(response) = read_barrier(api, query.consistency).await {
+        return response;
+    }
+    let request = query.range(key);
+    let answer = match api.node.kv.range(&request) {
+        Ok(answer) => answer,
+        // etcd's messages, with the status that says what happened: the
+        // revision is gone for good (410) or does not exist yet (400).
+        Err(MvccError::Compacted) => return error(StatusCode::GONE, grpc::status::COMPACTED),
+        Err(MvccError::FutureRevision) => {
+            return error(StatusCode::BAD_REQUEST, grpc::status::FUTURE_REV);
+        }
+        Err(err) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading the store: {err}"),
+            );
+        }
+    };
+    let revision = answer.revision;
+    let mut response = if query.is_listing() {
+        json(StatusCode::OK, listing(&answer, query.keys_only))
+    } else if let Some(record) = answer.kvs.into_iter().next() {
+        let mut response = (StatusCode::OK, record.value).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        headers.insert(
+            "x-metcd-mod-revision",
+            HeaderValue::from(record.mod_revision),
+        );
+        headers.insert(
+            "x-metcd-create-revision",
+            HeaderValue::from(record.create_revision),
+        );
+        headers.insert("x-metcd-version", HeaderValue::from(record.version));
+        response
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("key not found: {}", String::from_utf8_lossy(&request.key)),
+        )
+    };
+    response
+        .headers_mut()
+        .insert("x-metcd-revision", HeaderValue::from(revision));
+    response
 }
 
 #[cfg(test)]
@@ -883,15 +930,7 @@ mod tests {
         assert_eq!(key("/"), None);
         assert_eq!(key("/kv/"), None);
         assert_eq!(key("/bad%zz"), None);
-        let consistency = |p: &str| consistency_of(&p.parse::<Uri>().unwrap());
-        assert_eq!(
-            consistency("/k?consistency=serializable").as_deref(),
-            Some("serializable")
-        );
-        assert_eq!(
-            consistency("/k?a=1&consistency=linearizable").as_deref(),
-            Some("linearizable")
-        );
-        assert_eq!(consistency("/k?a=1"), None);
+        let path = |p: &str| path_key(&p.parse::<Uri>().unwrap()).ok();
+        assert_eq!(path("/?prefix"), Some(Vec::new()));
     }
 }
