@@ -520,7 +520,9 @@ impl MvccStore {
                 // etcd checks a range's revision before the transaction
                 // runs: one below the compaction point or above the
                 // current revision fails the whole transaction.
-                RequestOp::Range(range) if range.revision > 0 && range.revision < state.compacted => {
+                RequestOp::Range(range)
+                    if range.revision > 0 && range.revision < state.compacted =>
+                {
                     return Err(MvccError::Compacted);
                 }
                 RequestOp::Range(range) if range.revision > at => {
@@ -558,8 +560,12 @@ impl MvccStore {
                 RequestOp::Range(range) => {
                     let mut kvs =
                         self.staged_range(state, staging, &range.key, &range.range_end, view)?;
+                    // etcd's header for a read inside a transaction: the
+                    // revision it read at, its own writes so far included.
+                    let read_at = if run.sub > 0 { run.main } else { run.main - 1 };
                     let mut response = RangeResponse {
                         count: kvs.len() as i64,
+                        revision: read_at,
                         ..Default::default()
                     };
                     if range.count_only {
@@ -742,16 +748,17 @@ impl Run {
     }
 }
 
+/// The revisions etcd puts in the headers of a transaction's inner
+/// responses: a write's is the transaction's revision; a read keeps the
+/// revision it read at (set when it ran); a nested transaction's own
+/// header is left empty (0), its writes get the revision.
 fn set_revisions(responses: &mut [ResponseOp], revision: i64) {
     for response in responses {
         match response {
-            ResponseOp::Range(r) => r.revision = revision,
+            ResponseOp::Range(_) => {}
             ResponseOp::Put(r) => r.revision = revision,
             ResponseOp::DeleteRange(r) => r.revision = revision,
-            ResponseOp::Txn(t) => {
-                t.revision = revision;
-                set_revisions(&mut t.responses, revision);
-            }
+            ResponseOp::Txn(t) => set_revisions(&mut t.responses, revision),
         }
     }
 }

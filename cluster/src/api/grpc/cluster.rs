@@ -41,8 +41,10 @@ impl ClusterService {
         self.api.members().iter().map(member_pb).collect()
     }
 
+    /// etcd's Cluster service headers carry no revision (membership is not
+    /// part of the key-value history).
     fn header(&self) -> Option<etcd_client::proto::PbResponseHeader> {
-        self.api.header(self.api.node.kv.revision())
+        self.api.header(0)
     }
 
     fn known(&self, id: u64) -> Result<Member, Status> {
