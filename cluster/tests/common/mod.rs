@@ -355,6 +355,18 @@ impl Cluster {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Cluster {
+        Self::start_prepared(n, engine, extra, env, |_, _| {}).await
+    }
+
+    /// [`Cluster::start_with_env`], calling `prepare(id, data_dir)` for
+    /// every node before it starts (to restore a backup into it, say).
+    pub async fn start_prepared(
+        n: u64,
+        engine: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        mut prepare: impl FnMut(u64, &std::path::Path),
+    ) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let nodes = (1..=n)
             .map(|id| Node {
@@ -374,6 +386,7 @@ impl Cluster {
             tmp,
         };
         for i in 0..n as usize {
+            prepare(cluster.nodes[i].id, &cluster.nodes[i].dir);
             cluster.spawn_with_env(i, env);
         }
         cluster.wait_leader().await;
