@@ -6,10 +6,10 @@
 //!
 //! | layer          | module            | job                                                        |
 //! |----------------|-------------------|------------------------------------------------------------|
-//! | API            | [`api`]           | HTTP for curl and `metcdctl`: keys, health, status, members |
+//! | API            | [`api`]           | etcd's v3 gRPC API (`etcdctl`), HTTP for curl and `metcdctl` |
 //! | consensus      | [`raft`]          | `raft::RawNode` and the Ready loop on one thread           |
 //! | log            | [`raft::wal`], [`raft::snapshot_file`] | the durable Raft log (our own WAL) and snapshot files |
-//! | state machine  | [`state_machine`] | committed entries applied to the engine, exactly once      |
+//! | state machine  | [`state_machine`], [`mvcc`] | committed entries applied exactly once, as etcd's revision history |
 //!
 //! The state machine's snapshots use two helpers of their own:
 //! [`consistent_export`] (the state at one index, exported while applying
@@ -41,8 +41,9 @@
 //! A linearizable `GET` (the default) asks raft for a read index: the
 //! leader confirms with a heartbeat round that it still leads and returns
 //! its commit index; the node serving the read (follower or leader) waits
-//! until it has applied that index and reads its engine. A serializable GET
-//! (`?consistency=serializable`) reads the local engine at once.
+//! until it has applied that index and reads its MVCC store. A serializable
+//! read (`?consistency=serializable`, or etcd's `serializable` flag) reads
+//! the local store at once.
 //!
 //! ## Durability
 //!

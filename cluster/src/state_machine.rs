@@ -171,6 +171,9 @@ pub struct StateMachine {
     mvcc_staging: Staging,
     /// What rebuilding the key index cost at the last open or install.
     open_stats: OpenStats,
+    /// Whether the engine already holds `m/format` (written once, with
+    /// the first batch, not with every one).
+    format_written: bool,
     conf_state: ConfState,
     members: Members,
     cluster_id: Option<ClusterId>,
@@ -317,6 +320,7 @@ impl StateMachine {
             mvcc: Arc::new(mvcc),
             mvcc_staging: Staging::new(),
             open_stats,
+            format_written: false,
             conf_state: ConfState::default(),
             members,
             cluster_id: None,
@@ -390,6 +394,7 @@ impl StateMachine {
     }
 
     fn reload_metadata(&mut self) -> Result<(), StateMachineError> {
+        self.format_written = self.engine.get(FORMAT_KEY)?.is_some();
         let malformed = |key: &[u8], reason: &str| StateMachineError::Metadata {
             key: String::from_utf8_lossy(key).into_owned(),
             reason: reason.to_string(),
@@ -585,8 +590,11 @@ impl StateMachine {
         let mut applied = self.applied_index.to_be_bytes().to_vec();
         applied.extend_from_slice(&self.applied_term.to_be_bytes());
         batch.put(APPLIED_KEY, applied);
-        batch.put(FORMAT_KEY, FORMAT.to_vec());
+        if !self.format_written {
+            batch.put(FORMAT_KEY, FORMAT.to_vec());
+        }
         self.write(batch)?;
+        self.format_written = true;
         self.mvcc.publish(written);
         Ok(())
     }
