@@ -98,6 +98,11 @@ bench-plot RUN:
 bench-overhead *ARGS:
     cargo run --release -p workloads --bin workbench -- overhead --out results/overhead {{ARGS}}
 
+# What MVCC costs metcd's state machine, per engine: puts, gets and ranges against the plain layout it replaced, and the history's space before and after compaction and defragmentation (run it on a quiet machine; it replaces results/mvcc/).
+bench-mvcc *ARGS:
+    rm -rf results/mvcc
+    cargo run --release -p workloads --bin workbench -- mvcc --out results/mvcc {{ARGS}}
+
 # The metcd cluster workloads (cluster-put-1, cluster-put-64, cluster-get) on a 3-node cluster the harness starts, into results/cluster/.
 bench-cluster ENGINE="redb" *ARGS:
     cargo build --release -p cluster -p workloads

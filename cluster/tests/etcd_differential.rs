@@ -5,7 +5,8 @@
 //! The script ([`script`]) covers what etcd's users do with `etcdctl`: put
 //! and get with every range flag, delete, transactions read from standard
 //! input, compaction and the errors around it, membership (a learner added
-//! and removed), endpoint health and status, snapshot save and move-leader.
+//! and removed), endpoint health and status, defrag, snapshot save and
+//! move-leader.
 //! Each step records etcdctl's exit code, standard output and standard error.
 //!
 //! The normaliser ([`Normaliser`]) replaces, per command ([`RULES`]), what two
@@ -922,6 +923,10 @@ fn script(target: &Target, dir: &Path) -> Vec<Record> {
         All,
         &["endpoint", "status", "-w", "json"],
     );
+    // Defragment every member (metcd: the engine's own reclamation), then
+    // read everything back: nothing may change.
+    s.ctl("defrag", All, &["defrag"]);
+    s.ctl("get all after defrag", First, &["get", "", "--from-key"]);
 
     // Snapshot.
     let file = dir.join("snapshot.db");

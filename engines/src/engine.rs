@@ -315,6 +315,21 @@ pub trait Engine: Send + Sync {
         Ok(true)
     }
 
+    /// Gives back the space that overwritten and deleted data still holds,
+    /// where the engine can while it keeps serving: a full compaction of an
+    /// LSM tree (rocksdb `CompactRange` over every key, bottommost level
+    /// included; fjall's major compaction), a merge of Bitcask's immutable
+    /// files. Returns whether the engine did anything. The default does
+    /// nothing and says so: memory has nothing on disk; sled reclaims its
+    /// segments in the background and has no call to force it; redb's
+    /// `Database::compact` needs the database exclusively (`&mut`), which a
+    /// shared engine cannot have without stopping every reader and writer.
+    /// etcd's `Defragment` (metcd's Maintenance service) and the MVCC
+    /// benchmark, after a compaction, call it.
+    fn defragment(&self) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Calls `visit` with the value stored under `key` (or `None`), lending
     /// it where the engine can instead of copying it into a new `Vec`: a
     /// pinned block for rocksdb, a page guard for redb, the map's own bytes

@@ -516,6 +516,9 @@ enum Op {
     Batch(Vec<(Vec<u8>, Option<Vec<u8>>)>),
     Scan(Vec<u8>, Vec<u8>, usize),
     Reopen,
+    /// `Engine::defragment` (a full compaction or a merge) must not change
+    /// what the engine holds.
+    Defragment,
 }
 
 fn key() -> impl Strategy<Value = Vec<u8>> {
@@ -537,6 +540,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => prop::collection::vec((key(), prop::option::of(value())), 0..6).prop_map(Op::Batch),
         2 => (key(), key(), 0usize..20).prop_map(|(a, b, n)| Op::Scan(a, b, n)),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Defragment),
     ]
 }
 
@@ -583,6 +587,9 @@ fn check_against_model(kind: EngineKind, ops: Vec<Op>) -> Result<(), TestCaseErr
                     Vec::new()
                 };
                 prop_assert_eq!(got, want);
+            }
+            Op::Defragment => {
+                engine.defragment().unwrap();
             }
             Op::Reopen => {
                 if kind.is_durable() {

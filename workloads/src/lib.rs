@@ -47,6 +47,7 @@ pub mod distribution;
 pub mod error;
 pub mod machine;
 pub mod memory_limit;
+pub mod mvcc_cost;
 pub mod overhead;
 pub mod plots;
 pub mod progress;

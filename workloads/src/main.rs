@@ -46,6 +46,10 @@ enum Command {
     /// (redb and rocksdb direct vs through `engines::open`), in time and in
     /// instructions (valgrind's callgrind).
     Overhead(OverheadArgs),
+    /// Measure what MVCC costs metcd's state machine: puts, gets and ranges
+    /// against the plain layout it replaced, per engine, and the history's
+    /// space before and after compaction.
+    Mvcc(MvccArgs),
     /// Internal: one workload on one engine inside a memory cgroup, started
     /// by `run` for memory-limited workloads.
     #[command(hide = true)]
@@ -192,6 +196,42 @@ struct OverheadArgs {
     no_callgrind: bool,
 }
 
+#[derive(Args)]
+struct MvccArgs {
+    /// Output directory for mvcc.json, mvcc.md and mvcc.svg.
+    #[arg(long, default_value = "results/mvcc")]
+    out: PathBuf,
+    /// Engines, comma-separated, or `all`.
+    #[arg(long, default_value = "all")]
+    engines: String,
+    /// Where the engines get their temporary directories.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Keys loaded, one put each.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Random overwrites after the load.
+    #[arg(long, default_value_t = 200_000)]
+    updates: u64,
+    /// Random point gets.
+    #[arg(long, default_value_t = 200_000)]
+    reads: u64,
+    /// Ranges of --range-len consecutive keys.
+    #[arg(long, default_value_t = 20_000)]
+    ranges: u64,
+    #[arg(long, default_value_t = 100)]
+    range_len: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    /// Entries per engine batch.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Alternating rounds per engine (the best is reported).
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+}
+
 fn parse_consistency(text: &str) -> std::result::Result<ReadConsistency, String> {
     text.parse()
 }
@@ -265,6 +305,26 @@ fn run(cli: Cli) -> Result<()> {
                     records: args.callgrind_records.max(1),
                     operations: args.callgrind_operations.max(1),
                 }),
+            })?;
+            Ok(())
+        }
+        Command::Mvcc(args) => {
+            if args.keys == 0 || args.range_len == 0 || args.rounds == 0 || args.batch == 0 {
+                bail!("--keys, --range-len, --rounds and --batch must be at least 1");
+            }
+            workloads::mvcc_cost::run(&workloads::mvcc_cost::MvccCostConfig {
+                out_dir: args.out,
+                data_dir: args.data_dir.unwrap_or_else(std::env::temp_dir),
+                engines: EngineKind::parse_list(&args.engines)?,
+                keys: args.keys,
+                updates: args.updates,
+                reads: args.reads,
+                ranges: args.ranges,
+                range_len: args.range_len,
+                value_size: args.value_size,
+                batch: args.batch,
+                rounds: args.rounds,
+                seed: 42,
             })?;
             Ok(())
         }

@@ -105,6 +105,15 @@ pub fn draw_workload(dir: &Path, documents: &[ResultDocument]) -> Result<()> {
 
 /// A stable colour per target: engines keep theirs across plots and runs.
 fn color_of(name: &str) -> RGBColor {
+    let index = engines::EngineKind::ALL
+        .iter()
+        .position(|k| k.name() == name)
+        .unwrap_or_else(|| name.bytes().map(usize::from).sum::<usize>());
+    palette(index)
+}
+
+/// The `i`-th colour of the plots' palette (it repeats after eight).
+fn palette(index: usize) -> RGBColor {
     const COLORS: [RGBColor; 8] = [
         RGBColor(0x4c, 0x72, 0xb0),
         RGBColor(0xdd, 0x84, 0x52),
@@ -115,10 +124,6 @@ fn color_of(name: &str) -> RGBColor {
         RGBColor(0xda, 0x8b, 0xc3),
         RGBColor(0x8c, 0x8c, 0x8c),
     ];
-    let index = engines::EngineKind::ALL
-        .iter()
-        .position(|k| k.name() == name)
-        .unwrap_or_else(|| name.bytes().map(usize::from).sum::<usize>() % COLORS.len());
     COLORS[index % COLORS.len()]
 }
 
@@ -146,6 +151,20 @@ fn frame<'b>(
     title: &str,
     first: &ResultDocument,
 ) -> std::result::Result<DrawingArea<SVGBackend<'b>, Shift>, Box<dyn Error>> {
+    let subtitle = format!(
+        "{} | {}",
+        first.spec.settings_line_with(&first.durability.description),
+        first.machine.summary()
+    );
+    titled(root, title, &subtitle)
+}
+
+/// Draws a title and a (wrapped) subtitle, returns the area for the chart.
+fn titled<'b>(
+    root: &DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+    subtitle: &str,
+) -> std::result::Result<DrawingArea<SVGBackend<'b>, Shift>, Box<dyn Error>> {
     root.fill(&WHITE)?;
     let (header, body) = root.split_vertically(HEADER);
     let center = Pos::new(HPos::Center, VPos::Top);
@@ -154,15 +173,10 @@ fn frame<'b>(
         &TextStyle::from((FONT, 22).into_font()).pos(center),
         (SIZE.0 as i32 / 2, 6),
     )?;
-    let subtitle = format!(
-        "{} | {}",
-        first.spec.settings_line_with(&first.durability.description),
-        first.machine.summary()
-    );
     let style = TextStyle::from((FONT, 12).into_font())
         .color(&RGBColor(0x55, 0x55, 0x55))
         .pos(center);
-    for (i, line) in wrap_text(&subtitle, 150).iter().take(4).enumerate() {
+    for (i, line) in wrap_text(subtitle, 150).iter().take(4).enumerate() {
         header.draw_text(line, &style, (SIZE.0 as i32 / 2, 34 + 15 * i as i32))?;
     }
     Ok(body)
@@ -438,6 +452,71 @@ fn device_reads(path: &Path, workload: &str, documents: &[ResultDocument]) -> Dr
     legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present()?;
     Ok(())
+}
+
+/// A grouped bar chart outside the workload plots (e.g. `workbench mvcc`):
+/// one group per name in `groups`, one bar per series in each, labelled with
+/// its value; the series share a colour across groups.
+pub fn grouped_bars(
+    path: &Path,
+    title: &str,
+    subtitle: &str,
+    groups: &[String],
+    series: &[(String, Vec<f64>)],
+    y_desc: &str,
+) -> Result<()> {
+    let draw = || -> DrawResult {
+        let root = SVGBackend::new(path, SIZE).into_drawing_area();
+        let body = titled(&root, title, subtitle)?;
+        let top = series
+            .iter()
+            .flat_map(|(_, values)| values.iter().copied())
+            .fold(0.0, f64::max)
+            .max(1e-9)
+            * 1.2;
+        let mut chart = ChartBuilder::on(&body)
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(80)
+            .build_cartesian_2d(slots(groups.len()), 0f64..top)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .y_desc(y_desc)
+            .x_label_formatter(&|x| slot_name(groups, *x))
+            .y_label_formatter(&|y| format_axis(*y))
+            .draw()?;
+        let width = SLOT * 80 / 100 / series.len().max(1) as i32;
+        for (s, (name, values)) in series.iter().enumerate() {
+            let color = palette(s);
+            let offset = -SLOT * 40 / 100 + s as i32 * width;
+            let bars = values.iter().enumerate().map(|(g, value)| {
+                let x = g as i32 * SLOT + offset;
+                Rectangle::new([(x, 0.0), (x + width - 2, *value)], color.filled())
+            });
+            chart
+                .draw_series(bars)?
+                .label(name.clone())
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled())
+                });
+            chart.draw_series(values.iter().enumerate().map(|(g, value)| {
+                Text::new(
+                    format!("{value:.2}"),
+                    (g as i32 * SLOT + offset + width / 2, *value),
+                    TextStyle::from((FONT, 11).into_font())
+                        .pos(Pos::new(HPos::Center, VPos::Bottom)),
+                )
+            }))?;
+        }
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| WorkloadError::Plot {
+        plot: path.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// Bar charts place target `i` at x = `i * SLOT` on an integer axis (whose

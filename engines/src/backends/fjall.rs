@@ -180,6 +180,14 @@ impl Engine for FjallEngine {
         Ok(false)
     }
 
+    /// fjall's major compaction: every table of the keyspace rewritten into
+    /// the last level, dropping what newer data and tombstones shadow.
+    fn defragment(&self) -> Result<bool> {
+        self.sync()?;
+        self.kv.major_compact().map_err(err)?;
+        Ok(true)
+    }
+
     fn status(&self) -> Result<EngineStatus> {
         let (keys, logical_bytes) = count_by_scan(self)?;
         Ok(EngineStatus {

@@ -190,6 +190,17 @@ impl Engine for RocksdbEngine {
         }
     }
 
+    /// `CompactRange` over every key, forcing the bottommost level too, so
+    /// tombstones and overwritten versions are dropped from every table.
+    fn defragment(&self) -> Result<bool> {
+        self.sync()?;
+        let mut options = rocksdb::CompactOptions::default();
+        options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        self.db
+            .compact_range_opt(None::<&[u8]>, None::<&[u8]>, &options);
+        Ok(true)
+    }
+
     fn status(&self) -> Result<EngineStatus> {
         let (keys, logical_bytes) = count_by_scan(self)?;
         let property = |name: &str| self.db.property_int_value(name).map_err(err);

@@ -642,6 +642,13 @@ impl Engine for BitcaskEngine {
         self.shared.sync_active()
     }
 
+    /// A merge of the immutable data files now (the active file is left
+    /// as it is: records still being appended are never rewritten).
+    fn defragment(&self) -> Result<bool> {
+        self.merge()?;
+        Ok(true)
+    }
+
     fn status(&self) -> Result<EngineStatus> {
         let (keys, logical_bytes, dead) = {
             let keydir = self.shared.keydir();

@@ -14,8 +14,13 @@
 //!   frame, which `etcdctl snapshot save` checks ([`crate::backup`]).
 //! * `MoveLeader` starts a Raft leader transfer on the leader and waits,
 //!   within the request timeout, until the target leads.
-//! * `Defragment` syncs and settles the engine (memtables flushed,
-//!   compactions finished, where the engine has them).
+//! * `Defragment` syncs the engine and gives back the space deleted and
+//!   overwritten data holds where the engine can while serving
+//!   (`Engine::defragment`: a full compaction of rocksdb or fjall, a merge
+//!   of Bitcask's files; memory, sled and redb have nothing to run, said in
+//!   that method's documentation), then settles it. Compaction of the MVCC
+//!   history (`Compact`) deletes old revisions; this is what returns their
+//!   bytes to the file system.
 
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -118,6 +123,7 @@ impl PbMaintenanceService for MaintenanceService {
         let engine = std::sync::Arc::clone(&self.api.node.engine);
         tokio::task::spawn_blocking(move || {
             engine.sync()?;
+            engine.defragment()?;
             engine.settle(Duration::from_secs(60)).map(|_| ())
         })
         .await
