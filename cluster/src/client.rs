@@ -402,6 +402,16 @@ impl Client {
         serde_json::from_slice(&response.body).map_err(|e| ClientError::Body(e.to_string()))
     }
 
+    /// The Prometheus text `endpoint` serves at `/metrics` (metcd's HTTP
+    /// API, or an etcd member's client URL).
+    pub async fn metrics_of(&self, endpoint: &str) -> Result<String, ClientError> {
+        let response = self
+            .request_to(endpoint, Method::GET, "/metrics", Bytes::new())
+            .await?;
+        let response = Self::expect_success(response)?;
+        Ok(String::from_utf8_lossy(&response.body).into_owned())
+    }
+
     /// Stores `value` under `key`; returns once committed and applied.
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
         let response = self

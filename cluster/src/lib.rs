@@ -16,6 +16,10 @@
 //! goes on) and [`install_gate`] (client reads never see a snapshot half
 //! installed).
 //!
+//! Above the API, [`concurrency`] runs etcd's lock and election recipes for
+//! the Lock and Election services, through a client of the member's own
+//! gRPC API.
+//!
 //! plus the peer [`raft::transport`] (raft messages over TCP), the log view
 //! raft reads ([`raft::storage`]), and the [`client`] used by `metcdctl`,
 //! the tests and the workload harness. [`raft`]'s module essay lists its
@@ -68,6 +72,7 @@ pub mod api;
 pub mod backup;
 pub mod client;
 pub mod command;
+pub mod concurrency;
 pub mod consistent_export;
 pub mod etcd_wire;
 pub mod install_gate;

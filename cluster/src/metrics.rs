@@ -497,6 +497,17 @@ fn escape_label(text: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// The value of `series` (a metric name with its labels exactly as
+/// exposed, e.g. `etcd_disk_wal_fsync_duration_seconds_count`) in a
+/// Prometheus text exposition, as read back from etcd's or metcd's
+/// `/metrics` by the tests and the workbench.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.rsplit_once(' ').filter(|(s, _)| *s == series))
+        .and_then(|(_, v)| v.parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

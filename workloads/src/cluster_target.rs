@@ -11,8 +11,9 @@
 //!   metcd only once committed by a quorum, fsynced in the WAL and applied,
 //!   so the harness's durability policy does not apply: `sync` does nothing
 //!   and the result's durability says `raft-wal-fsync`;
-//! * metcd has no range API, so a spec with scans is refused before
-//!   anything is loaded instead of faking scans with point reads.
+//! * this target sends single-key requests only, so a spec with scans is
+//!   refused before anything is loaded instead of faking scans with point
+//!   reads (`crate::etcd_target` runs them through the gRPC API's ranges).
 //!
 //! The client is async and the runner's workers are threads: the target
 //! owns one multi-threaded tokio runtime (its I/O driver serves every
@@ -217,8 +218,9 @@ impl Target for ClusterTarget {
     fn check(&self, spec: &WorkloadSpec) -> Result<()> {
         if spec.mix.scan > 0.0 {
             return Err(cluster_error(format!(
-                "workload '{}' has scans ({}% of operations), but metcd has no range API; \
-                 choose a workload without scans",
+                "workload '{}' has scans ({}% of operations), but this HTTP target sends only \
+                 single-key requests; run it with --target etcd-v3 (metcd's gRPC API serves ranges) \
+                 or choose a workload without scans",
                 spec.name,
                 spec.mix.scan * 100.0
             )));
@@ -240,34 +242,12 @@ impl Target for ClusterTarget {
         acknowledged_writes: u64,
     ) -> Result<Option<ReplicationSummary>> {
         let (leader_id, after) = self.counters()?;
-        let members: Vec<MemberFsyncs> = after
-            .into_iter()
-            .map(|mut m| {
-                if let Some(b) = before.iter().find(|b| b.id == m.id) {
-                    m.wal_fsyncs = m.wal_fsyncs.saturating_sub(b.wal_fsyncs);
-                    m.wal_fsync_micros = m.wal_fsync_micros.saturating_sub(b.wal_fsync_micros);
-                }
-                m
-            })
-            .collect();
-        let per_write = |fsyncs: u64| {
-            (acknowledged_writes > 0).then(|| fsyncs as f64 / acknowledged_writes as f64)
-        };
-        let leader = members.iter().find(|m| m.id == leader_id);
-        let leader_wal_fsyncs = leader.map_or(0, |m| m.wal_fsyncs);
-        let cluster_wal_fsyncs = members.iter().map(|m| m.wal_fsyncs).sum();
-        Ok(Some(ReplicationSummary {
-            acknowledged_writes,
+        Ok(Some(ReplicationSummary::between(
             leader_id,
-            leader_wal_fsyncs,
-            cluster_wal_fsyncs,
-            leader_fsyncs_per_write: per_write(leader_wal_fsyncs),
-            cluster_fsyncs_per_write: per_write(cluster_wal_fsyncs),
-            leader_mean_wal_fdatasync_ns: leader
-                .filter(|m| m.wal_fsyncs > 0)
-                .map(|m| m.wal_fsync_micros as f64 * 1e3 / m.wal_fsyncs as f64),
-            members,
-        }))
+            &before,
+            after,
+            acknowledged_writes,
+        )))
     }
 }
 
@@ -321,7 +301,8 @@ impl Client for ClusterClient {
         Err(WorkloadError::Target {
             target: self.target.clone(),
             operation: "scan".into(),
-            message: "metcd has no range API".into(),
+            message: "the HTTP target sends single-key requests only (scans: --target etcd-v3)"
+                .into(),
         })
     }
 

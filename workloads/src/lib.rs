@@ -21,6 +21,9 @@
 //! * [`target`]: what the workload runs against.
 //! * [`cluster_target`]: the replicated metcd cluster as a target (a
 //!   running one, or three `metcd` processes the harness starts).
+//! * [`etcd_target`]: any server of etcd's v3 gRPC API (a real etcd, or
+//!   metcd's gRPC listener) through the `etcd-client` crate, so both are
+//!   measured by the same client.
 //! * [`runner`]: load phase, then the measured run phase (closed or open
 //!   loop, warm-up excluded, durability policy applied).
 //! * [`machine`]: calibration of CPU, memory, kernel, filesystem and
@@ -45,6 +48,7 @@
 pub mod cluster_target;
 pub mod distribution;
 pub mod error;
+pub mod etcd_target;
 pub mod machine;
 pub mod memory_limit;
 pub mod mvcc_cost;

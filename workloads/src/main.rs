@@ -139,15 +139,33 @@ struct RunArgs {
     /// Engine cache size in MiB (redb, sled, rocksdb, fjall).
     #[arg(long)]
     cache_mib: Option<u64>,
-    /// What to run against: `engines` (embedded, see --engines) or
-    /// `cluster` (metcd; needs --endpoints or --spawn-cluster).
-    #[arg(long, default_value = "engines", value_parser = ["engines", "cluster"])]
+    /// What to run against: `engines` (embedded, see --engines),
+    /// `cluster` (metcd over HTTP; needs --endpoints or --spawn-cluster) or
+    /// `etcd-v3` (any server of etcd's v3 gRPC API, real etcd or metcd;
+    /// needs --endpoints, the gRPC addresses).
+    #[arg(long, default_value = "engines", value_parser = ["engines", "cluster", "etcd-v3"])]
     target: String,
     /// With --target cluster: client endpoints of a running cluster,
     /// comma separated (e.g. 127.0.0.1:13379,127.0.0.1:23379,127.0.0.1:33379).
+    /// With --target etcd-v3: the members' gRPC addresses (etcd:
+    /// 127.0.0.1:2379,...; `just cluster`: 127.0.0.1:12379,22379,32379).
     /// Pass --data-dir on the cluster's disk so the calibration measures it.
     #[arg(long, conflicts_with = "spawn_cluster")]
     endpoints: Option<String>,
+    /// With --target etcd-v3: where each member serves /metrics over HTTP,
+    /// in the order of --endpoints [default: the --endpoints themselves, as
+    /// etcd serves both on its client port; for `just cluster` give
+    /// 127.0.0.1:13379,127.0.0.1:23379,127.0.0.1:33379].
+    #[arg(long)]
+    metrics_endpoints: Option<String>,
+    /// With --target etcd-v3: the name of the results (e.g. etcd,
+    /// metcd-redb) [default: etcd-v3].
+    #[arg(long)]
+    name: Option<String>,
+    /// With --target etcd-v3: gRPC connections shared by the client threads
+    /// [default: one per thread].
+    #[arg(long)]
+    connections: Option<usize>,
     /// With --target cluster: start 3 metcd nodes of this engine (the
     /// metcd binary next to workbench) under --data-dir for each workload.
     #[arg(long)]
@@ -348,7 +366,47 @@ fn run(cli: Cli) -> Result<()> {
 fn run_suite(args: RunArgs) -> Result<()> {
     let mut specs = spec::resolve_list(&args.workloads)?;
     let engines = EngineKind::parse_list(&args.engines)?;
+    let split = |list: &str| -> Vec<String> {
+        list.split(',')
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect()
+    };
+    if args.target != "etcd-v3"
+        && (args.metrics_endpoints.is_some() || args.name.is_some() || args.connections.is_some())
+    {
+        bail!("--metrics-endpoints, --name and --connections need --target etcd-v3");
+    }
     let cluster = match (args.target.as_str(), args.endpoints, args.spawn_cluster) {
+        ("etcd-v3", Some(endpoints), None) => {
+            let grpc = split(&endpoints);
+            let metrics = args
+                .metrics_endpoints
+                .as_deref()
+                .map_or(grpc.clone(), split);
+            if grpc.is_empty() || metrics.len() != grpc.len() {
+                bail!(
+                    "--target etcd-v3 needs --endpoints host:port,... and, if given, as many --metrics-endpoints ({} endpoints, {} metrics endpoints)",
+                    grpc.len(),
+                    metrics.len()
+                );
+            }
+            let members = grpc
+                .into_iter()
+                .zip(metrics)
+                .map(|(grpc, metrics)| workloads::etcd_target::Member { grpc, metrics })
+                .collect();
+            let name = args.name.unwrap_or_else(|| "etcd-v3".to_string());
+            Some(ClusterChoice::EtcdV3 {
+                system: name.clone(),
+                name,
+                members,
+                connections: args.connections.unwrap_or(usize::MAX),
+            })
+        }
+        ("etcd-v3", _, _) => {
+            bail!("--target etcd-v3 needs --endpoints host:port,... (the members' gRPC addresses)")
+        }
         ("cluster", Some(endpoints), None) => Some(ClusterChoice::Endpoints(
             endpoints.split(',').map(|e| e.trim().to_string()).collect(),
         )),

@@ -112,6 +112,46 @@ pub struct ReplicationSummary {
     pub members: Vec<MemberFsyncs>,
 }
 
+impl ReplicationSummary {
+    /// The run phase's replication from every member's WAL counters before
+    /// it and after it (`after` says who led at the end).
+    pub fn between(
+        leader_id: u64,
+        before: &[MemberFsyncs],
+        after: Vec<MemberFsyncs>,
+        acknowledged_writes: u64,
+    ) -> ReplicationSummary {
+        let members: Vec<MemberFsyncs> = after
+            .into_iter()
+            .map(|mut m| {
+                if let Some(b) = before.iter().find(|b| b.id == m.id) {
+                    m.wal_fsyncs = m.wal_fsyncs.saturating_sub(b.wal_fsyncs);
+                    m.wal_fsync_micros = m.wal_fsync_micros.saturating_sub(b.wal_fsync_micros);
+                }
+                m
+            })
+            .collect();
+        let per_write = |fsyncs: u64| {
+            (acknowledged_writes > 0).then(|| fsyncs as f64 / acknowledged_writes as f64)
+        };
+        let leader = members.iter().find(|m| m.id == leader_id);
+        let leader_wal_fsyncs = leader.map_or(0, |m| m.wal_fsyncs);
+        let cluster_wal_fsyncs = members.iter().map(|m| m.wal_fsyncs).sum();
+        ReplicationSummary {
+            acknowledged_writes,
+            leader_id,
+            leader_wal_fsyncs,
+            cluster_wal_fsyncs,
+            leader_fsyncs_per_write: per_write(leader_wal_fsyncs),
+            cluster_fsyncs_per_write: per_write(cluster_wal_fsyncs),
+            leader_mean_wal_fdatasync_ns: leader
+                .filter(|m| m.wal_fsyncs > 0)
+                .map(|m| m.wal_fsync_micros as f64 * 1e3 / m.wal_fsyncs as f64),
+            members,
+        }
+    }
+}
+
 /// One member's WAL counters over the run phase.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberFsyncs {

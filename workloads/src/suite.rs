@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster_target::ClusterTarget;
 use crate::error::{IoContext, Result, WorkloadError};
+use crate::etcd_target::{EtcdTarget, Member as EtcdMember};
 use crate::machine::{Machine, format_nanos, is_memory_filesystem};
 use crate::memory_limit::{self, LimitFiles, MemoryCgroup, MemoryLimitInfo};
 use crate::report::{MACHINE_FILE, write_reports};
@@ -72,6 +73,15 @@ pub enum ClusterChoice {
     Endpoints(Vec<String>),
     /// Three `metcd` processes of `engine` started for each workload.
     Spawn { engine: EngineKind, metcd: PathBuf },
+    /// A running server of etcd's v3 gRPC API (real etcd or metcd), named
+    /// `name` in the results and described as `system`, driven through
+    /// `connections` gRPC connections.
+    EtcdV3 {
+        name: String,
+        system: String,
+        members: Vec<EtcdMember>,
+        connections: usize,
+    },
 }
 
 impl ClusterChoice {
@@ -79,6 +89,7 @@ impl ClusterChoice {
         match self {
             ClusterChoice::Endpoints(_) => "metcd".to_string(),
             ClusterChoice::Spawn { engine, .. } => format!("metcd-{}", engine.name()),
+            ClusterChoice::EtcdV3 { name, .. } => name.clone(),
         }
     }
 }
@@ -298,6 +309,22 @@ impl Suite {
             }
             ClusterChoice::Spawn { engine, metcd } => {
                 ClusterTarget::spawn(metcd, *engine, &self.data_dir, spec.read_consistency)?
+            }
+            ClusterChoice::EtcdV3 {
+                name,
+                system,
+                members,
+                connections,
+            } => {
+                let target = EtcdTarget::connect(
+                    name,
+                    system,
+                    members.clone(),
+                    // At most one connection per client thread.
+                    (*connections).min(spec.threads.max(1)),
+                    spec.read_consistency,
+                )?;
+                return self.measure(spec, &target, machine, started_at, None, &mut || Ok(()));
             }
         };
         self.measure(spec, &target, machine, started_at, None, &mut || Ok(()))

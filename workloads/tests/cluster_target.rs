@@ -141,7 +141,7 @@ fn scans_are_refused_and_the_cluster_still_stops() {
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("no range API"), "{stderr}");
+    assert!(stderr.contains("single-key requests"), "{stderr}");
     assert!(
         processes_using(&data).is_empty(),
         "{:?}",

@@ -338,13 +338,7 @@ impl Cluster {
     }
 }
 
-/// The value of `series` in a Prometheus text exposition.
-pub fn metric_value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.rsplit_once(' ').filter(|(s, _)| *s == series))
-        .and_then(|(_, v)| v.parse().ok())
-}
+pub use cluster::metrics::metric_value;
 
 impl Cluster {
     /// [`Cluster::start`], with `env` set in every node's process (for the

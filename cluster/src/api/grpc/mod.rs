@@ -9,11 +9,15 @@
 //! | [`kv`] | the KV service: Range, Put, DeleteRange, Txn, Compact |
 //! | [`cluster`] | the Cluster service: member list, add, remove, update, promote |
 //! | [`maintenance`] | the Maintenance service: status, alarms, hashes, snapshot, move-leader, defragment |
+//! | [`lock`] | the Lock service: Lock, Unlock (etcd's mutex recipe, server-side) |
+//! | [`election`] | the Election service: Campaign, Proclaim, Leader, Observe, Resign |
+//! | [`loopback`] | the member's client of its own API, which those two recipes use |
+//! | [`proto`] | code generated from `cluster/proto/` (Lock and Election) |
 //! | [`status`] | etcd's errors as gRPC codes and messages |
 //! | [`forward`] | a follower's writes sent on to the leader |
 //!
-//! The Watch, Lease, Auth, Lock and Election services are not served: a
-//! call to them is answered `Unimplemented` by the gRPC router.
+//! The Auth service is not served: a call to it is answered
+//! `Unimplemented` by the gRPC router.
 //!
 //! # One request, end to end
 //!
@@ -31,9 +35,13 @@
 //! member has applied it; a serializable one reads the local store at once.
 
 pub mod cluster;
+pub mod election;
 pub mod forward;
 pub mod kv;
+pub mod lock;
+pub mod loopback;
 pub mod maintenance;
+pub mod proto;
 pub mod status;
 
 use std::future::Future;
@@ -228,6 +236,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let api = GrpcApi::new(node, config);
+    let loopback = listener.local_addr().map(loopback::Loopback::new);
+    if let Err(e) = &loopback {
+        tracing::error!(error = %e, "Lock and Election are not served: the gRPC listener has no local address");
+    }
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -239,6 +251,14 @@ pub async fn serve(
         .add_service(PbMaintenanceServer::new(
             maintenance::MaintenanceService::new(api),
         ))
+        .add_optional_service(loopback.as_ref().ok().map(|l| {
+            proto::v3lock::lock_server::LockServer::new(lock::LockService::new(l.clone()))
+        }))
+        .add_optional_service(loopback.as_ref().ok().map(|l| {
+            proto::v3election::election_server::ElectionServer::new(election::ElectionService::new(
+                l.clone(),
+            ))
+        }))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

@@ -1,0 +1,129 @@
+//! The etcd v3 target against a real etcd: `workbench run --target etcd-v3`
+//! drives a single-member etcd 3.4 (Debian's `etcd-server`, installed by
+//! `just setup`, started here on loopback) through reads, updates, inserts
+//! and scans (YCSB A and E), writes the usual result documents, and reads
+//! etcd's WAL fsyncs from its `/metrics`.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use workloads::results::ResultDocument;
+
+struct Etcd {
+    child: Child,
+    client: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+fn start_etcd() -> Etcd {
+    let etcd = PathBuf::from("/usr/bin/etcd");
+    assert!(
+        etcd.is_file(),
+        "/usr/bin/etcd is missing: `just setup` installs Debian's etcd-server"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = Command::new(etcd)
+        .args(["--name", "e1", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen-client-urls", &client_url])
+        .args(["--advertise-client-urls", &client_url])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("e1={peer_url}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcd");
+    let etcd = Etcd {
+        child,
+        client: format!("127.0.0.1:{client}"),
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&etcd.client).is_err() {
+        assert!(Instant::now() < deadline, "etcd did not listen in 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    etcd
+}
+
+#[test]
+fn workbench_drives_a_real_etcd_through_the_v3_api() {
+    let etcd = start_etcd();
+    let out = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_workbench"))
+        .args([
+            "run",
+            "ycsb-a,ycsb-e",
+            "--target",
+            "etcd-v3",
+            "--name",
+            "etcd",
+        ])
+        .args(["--endpoints", &etcd.client])
+        .args([
+            "--records",
+            "300",
+            "--operations",
+            "400",
+            "--warmup-ops",
+            "0",
+            "--threads",
+            "2",
+        ])
+        .arg("--allow-tmpfs")
+        .arg("--out")
+        .arg(out.path())
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "workbench failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for workload in ["ycsb-a", "ycsb-e"] {
+        let path = out.path().join(workload).join("etcd.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let doc: ResultDocument = serde_json::from_str(&text).unwrap();
+        assert_eq!(doc.target.name, "etcd");
+        assert!(
+            doc.target.description.contains("v3 gRPC API"),
+            "{}",
+            doc.target.description
+        );
+        assert_eq!(doc.run.operations, 400, "{workload}");
+        let replication = doc.replication.expect("WAL fsyncs read from /metrics");
+        assert!(
+            replication.acknowledged_writes > 0,
+            "{workload}: {replication:?}"
+        );
+        assert!(
+            replication.cluster_wal_fsyncs > 0,
+            "{workload}: {replication:?}"
+        );
+        assert_eq!(replication.leader_id, 1, "the single member leads");
+    }
+}
