@@ -24,6 +24,8 @@
 //! * [`etcd_target`]: any server of etcd's v3 gRPC API (a real etcd, or
 //!   metcd's gRPC listener) through the `etcd-client` crate, so both are
 //!   measured by the same client.
+//! * [`watch_bench`]: watch fan-out, put-to-event latency and lease
+//!   keep-alives on any etcd v3 server (`workbench watch`).
 //! * [`runner`]: load phase, then the measured run phase (closed or open
 //!   loop, warm-up excluded, durability policy applied).
 //! * [`machine`]: calibration of CPU, memory, kernel, filesystem and
@@ -62,5 +64,6 @@ pub mod space;
 pub mod spec;
 pub mod suite;
 pub mod target;
+pub mod watch_bench;
 
 pub use error::{Result, WorkloadError};

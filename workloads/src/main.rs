@@ -50,6 +50,10 @@ enum Command {
     /// against the plain layout it replaced, per engine, and the history's
     /// space before and after compaction.
     Mvcc(MvccArgs),
+    /// Measure watch fan-out (events/s to 1, 100, 1000 watchers),
+    /// put-to-event latency and lease keep-alives/s on any server of etcd's
+    /// v3 API (real etcd or metcd's gRPC port).
+    Watch(WatchArgs),
     /// Internal: one workload on one engine inside a memory cgroup, started
     /// by `run` for memory-limited workloads.
     #[command(hide = true)]
@@ -250,6 +254,43 @@ struct MvccArgs {
     rounds: usize,
 }
 
+#[derive(Args)]
+struct WatchArgs {
+    /// The members' gRPC addresses, comma separated.
+    #[arg(long)]
+    endpoints: String,
+    /// The results' name (e.g. etcd, metcd-redb).
+    #[arg(long)]
+    name: String,
+    /// Output directory: <name>.json, and watch.md over every run in it.
+    #[arg(long, default_value = "results/watch")]
+    out: PathBuf,
+    /// Where the machine calibration measures fdatasync.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Watcher counts of the fan-out measurement, comma separated.
+    #[arg(long, default_value = "1,100,1000")]
+    watchers: String,
+    /// Puts per fan-out measurement.
+    #[arg(long, default_value_t = 2000)]
+    events: usize,
+    /// Concurrent writers in the fan-out measurement.
+    #[arg(long, default_value_t = 16)]
+    writers: usize,
+    /// Puts per second in the latency measurement.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Seconds of the latency and keep-alive measurements.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Leases kept alive concurrently.
+    #[arg(long, default_value_t = 16)]
+    leases: usize,
+    /// Value size in bytes (at least 8).
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+}
+
 fn parse_consistency(text: &str) -> std::result::Result<ReadConsistency, String> {
     text.parse()
 }
@@ -343,6 +384,43 @@ fn run(cli: Cli) -> Result<()> {
                 batch: args.batch,
                 rounds: args.rounds,
                 seed: 42,
+            })?;
+            Ok(())
+        }
+        Command::Watch(args) => {
+            let watchers = args
+                .watchers
+                .split(',')
+                .map(|w| w.trim().parse::<usize>())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("--watchers takes counts such as 1,100,1000: {e}"))?;
+            if watchers.contains(&0)
+                || args.events == 0
+                || !(args.rate.is_finite() && args.rate > 0.0)
+                || !(args.seconds.is_finite() && args.seconds > 0.0)
+                || args.value_size < 8
+            {
+                bail!(
+                    "--watchers counts, --events, --rate and --seconds must be positive, --value-size at least 8"
+                );
+            }
+            workloads::watch_bench::run(&workloads::watch_bench::WatchBenchConfig {
+                out_dir: args.out,
+                data_dir: args.data_dir.unwrap_or_else(std::env::temp_dir),
+                name: args.name,
+                endpoints: args
+                    .endpoints
+                    .split(',')
+                    .map(|e| e.trim().to_string())
+                    .filter(|e| !e.is_empty())
+                    .collect(),
+                watchers,
+                events: args.events,
+                writers: args.writers,
+                rate: args.rate,
+                seconds: args.seconds,
+                leases: args.leases,
+                value_size: args.value_size,
             })?;
             Ok(())
         }

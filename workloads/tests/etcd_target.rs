@@ -127,3 +127,39 @@ fn workbench_drives_a_real_etcd_through_the_v3_api() {
         assert_eq!(replication.leader_id, 1, "the single member leads");
     }
 }
+
+/// `workbench watch` against etcd: every watcher gets every event (the run
+/// fails otherwise), and the report and the table are written.
+#[test]
+fn workbench_watch_measures_a_real_etcd() {
+    let etcd = start_etcd();
+    let out = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_workbench"))
+        .args(["watch", "--name", "etcd", "--endpoints", &etcd.client])
+        .args(["--watchers", "1,150", "--events", "50", "--writers", "4"])
+        .args(["--rate", "100", "--seconds", "1", "--leases", "2"])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "workbench watch failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(out.path().join("etcd.json")).unwrap();
+    let report: workloads::watch_bench::WatchBenchReport = serde_json::from_str(&text).unwrap();
+    assert_eq!(report.fan_out.len(), 2);
+    assert_eq!(
+        report.fan_out[1].streams, 2,
+        "150 watchers need two streams of at most 100"
+    );
+    assert!(report.fan_out.iter().all(|f| f.events_per_sec > 0.0));
+    assert_eq!(report.latency.events, 100);
+    assert!(report.keepalive.keepalives > 0);
+    let table = std::fs::read_to_string(out.path().join("watch.md")).unwrap();
+    assert!(table.contains("| etcd | 150 |"), "{table}");
+}
