@@ -311,7 +311,17 @@ impl Node {
             is_leader: self.raw.raft.state == StateRole::Leader,
             term: self.raw.raft.term,
         };
-        *self.view.write().unwrap_or_else(|p| p.into_inner()) = view;
+        let was = std::mem::replace(
+            &mut *self.view.write().unwrap_or_else(|p| p.into_inner()),
+            view,
+        );
+        // Leases expire only on the leader (`crate::lease`): a new leader
+        // gives every lease a full TTL, a former one stops expiring.
+        if view.is_leader && !(was.is_leader && was.term == view.term) {
+            self.sm.lessor().promote(Instant::now());
+        } else if was.is_leader && !view.is_leader {
+            self.sm.lessor().demote();
+        }
     }
 
     pub(super) fn status(&self) -> NodeStatus {

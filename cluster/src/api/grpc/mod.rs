@@ -9,10 +9,11 @@
 //! | [`kv`] | the KV service: Range, Put, DeleteRange, Txn, Compact |
 //! | [`cluster`] | the Cluster service: member list, add, remove, update, promote |
 //! | [`maintenance`] | the Maintenance service: status, alarms, hashes, snapshot, move-leader, defragment |
+//! | [`lease`] | the Lease service: grant, revoke, keep-alive, time-to-live, list |
 //! | [`status`] | etcd's errors as gRPC codes and messages |
 //! | [`forward`] | a follower's writes sent on to the leader |
 //!
-//! The Watch, Lease, Auth, Lock and Election services are not served: a
+//! The Watch, Auth, Lock and Election services are not served: a
 //! call to them is answered `Unimplemented` by the gRPC router.
 //!
 //! # One request, end to end
@@ -33,13 +34,16 @@
 pub mod cluster;
 pub mod forward;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod status;
 
 use std::future::Future;
 use std::time::Duration;
 
-use etcd_client::proto::{PbClusterServer, PbKvServer, PbMaintenanceServer, PbResponseHeader};
+use etcd_client::proto::{
+    PbClusterServer, PbKvServer, PbLeaseServer, PbMaintenanceServer, PbResponseHeader,
+};
 use tokio::sync::oneshot;
 use tonic::Status;
 
@@ -233,6 +237,7 @@ pub async fn serve(
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(PbKvServer::new(kv::KvService::new(api.clone())))
+        .add_service(PbLeaseServer::new(lease::LeaseService::new(api.clone())))
         .add_service(PbClusterServer::new(cluster::ClusterService::new(
             api.clone(),
         )))

@@ -1,0 +1,159 @@
+//! The leader-only part of the lessor: when each lease expires.
+//!
+//! Deadlines exist only while this member leads (it is *primary*). They
+//! live in memory and are never replicated: a keep-alive moves a deadline
+//! without a Raft round trip, which is why keep-alives must reach the
+//! leader. A follower has no deadlines and never expires anything.
+//!
+//! * promote (this member became leader): every lease's deadline becomes
+//!   now + its TTL, as etcd's lessor does. The old leader's deadlines were
+//!   lost with it, so a lease lives at most one TTL longer than it would
+//!   have (plus the election), never shorter.
+//! * demote (it stopped leading): every deadline is dropped and nothing
+//!   expires here any more.
+//! * expired: the leases whose deadline passed, each handed out once per
+//!   `retry` (while its revoke is being proposed), at most `limit` at a
+//!   time, so a mass expiry becomes a steady trickle of proposals.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Default)]
+pub struct Deadlines {
+    primary: bool,
+    at: HashMap<i64, Instant>,
+    /// Leases whose revoke was proposed, and when it may be proposed again.
+    revoking: HashMap<i64, Instant>,
+}
+
+/// A lease's TTL in seconds as a duration (negative TTLs count as 0).
+pub fn ttl_duration(ttl: i64) -> Duration {
+    Duration::from_secs(ttl.max(0) as u64)
+}
+
+impl Deadlines {
+    pub fn is_primary(&self) -> bool {
+        self.primary
+    }
+
+    /// This member leads: every lease gets a full TTL from now.
+    pub fn promote(&mut self, now: Instant, leases: impl Iterator<Item = (i64, i64)>) {
+        self.primary = true;
+        self.revoking.clear();
+        self.at = leases
+            .map(|(id, ttl)| (id, now + ttl_duration(ttl)))
+            .collect();
+    }
+
+    /// This member no longer leads: nothing expires here.
+    pub fn demote(&mut self) {
+        self.primary = false;
+        self.at.clear();
+        self.revoking.clear();
+    }
+
+    /// A lease was granted (applied): on the leader it runs from now.
+    pub fn granted(&mut self, id: i64, ttl: i64, now: Instant) {
+        if self.primary {
+            self.at.insert(id, now + ttl_duration(ttl));
+        }
+    }
+
+    /// A lease was revoked (applied).
+    pub fn removed(&mut self, id: i64) {
+        self.at.remove(&id);
+        self.revoking.remove(&id);
+    }
+
+    /// A keep-alive: the deadline moves to now + TTL. False if the lease
+    /// has no deadline here or it already passed (its revoke is due; a
+    /// keep-alive does not bring it back, as in etcd).
+    pub fn renew(&mut self, id: i64, ttl: i64, now: Instant) -> bool {
+        if !self.primary {
+            return false;
+        }
+        match self.at.get_mut(&id) {
+            Some(deadline) if *deadline > now => {
+                *deadline = now + ttl_duration(ttl);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Time left before the lease expires (zero once passed); `None`
+    /// without a deadline (not primary, or unknown lease).
+    pub fn remaining(&self, id: i64, now: Instant) -> Option<Duration> {
+        self.at
+            .get(&id)
+            .map(|deadline| deadline.saturating_duration_since(now))
+    }
+
+    /// Up to `limit` expired leases not being revoked, oldest deadline
+    /// first; each is then left alone for `retry`.
+    pub fn expired(&mut self, now: Instant, limit: usize, retry: Duration) -> Vec<i64> {
+        if !self.primary {
+            return Vec::new();
+        }
+        self.revoking.retain(|_, again| *again > now);
+        let mut due: Vec<(Instant, i64)> = self
+            .at
+            .iter()
+            .filter(|(id, deadline)| **deadline <= now && !self.revoking.contains_key(id))
+            .map(|(id, deadline)| (*deadline, *id))
+            .collect();
+        due.sort_unstable();
+        due.truncate(limit);
+        for (_, id) in &due {
+            self.revoking.insert(*id, now + retry);
+        }
+        due.into_iter().map(|(_, id)| id).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_primary_expires_and_promote_extends() {
+        let t0 = Instant::now();
+        let mut clock = Deadlines::default();
+        clock.granted(1, 2, t0);
+        assert!(
+            clock
+                .expired(t0 + Duration::from_secs(60), 10, Duration::ZERO)
+                .is_empty()
+        );
+        clock.promote(t0 + Duration::from_secs(10), [(1, 2)].into_iter());
+        assert!(
+            clock
+                .expired(t0 + Duration::from_secs(11), 10, Duration::ZERO)
+                .is_empty()
+        );
+        let later = t0 + Duration::from_secs(12);
+        assert_eq!(clock.expired(later, 10, Duration::from_secs(1)), vec![1]);
+        assert!(
+            clock.expired(later, 10, Duration::from_secs(1)).is_empty(),
+            "once per retry"
+        );
+        assert!(!clock.renew(1, 2, later), "an expired lease is not renewed");
+        clock.demote();
+        assert!(
+            clock
+                .expired(later + Duration::from_secs(5), 10, Duration::ZERO)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn expiry_is_bounded_per_call() {
+        let t0 = Instant::now();
+        let mut clock = Deadlines::default();
+        clock.promote(t0, (1..=10).map(|id| (id, 1)));
+        let late = t0 + Duration::from_secs(5);
+        assert_eq!(clock.expired(late, 4, Duration::from_secs(9)).len(), 4);
+        assert_eq!(clock.expired(late, 4, Duration::from_secs(9)).len(), 4);
+        assert_eq!(clock.expired(late, 4, Duration::from_secs(9)).len(), 2);
+    }
+}
