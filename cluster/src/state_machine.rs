@@ -1019,6 +1019,67 @@ mod tests {
         assert_eq!((x.value.as_slice(), x.mod_revision), (&b"y"[..], 2));
     }
 
+    #[test]
+    fn leases_are_applied_persisted_and_rebuilt() {
+        use crate::mvcc::txn::PutRequest;
+        let engine = memory();
+        let mut sm = StateMachine::open(Arc::clone(&engine), Members::default()).unwrap();
+        let leased = |key: &str, lease: i64| {
+            Command::Txn(TxnRequest {
+                compare: vec![],
+                success: vec![RequestOp::Put(PutRequest {
+                    key: key.as_bytes().to_vec(),
+                    value: b"v".to_vec(),
+                    lease,
+                    ..PutRequest::default()
+                })],
+                failure: vec![],
+            })
+        };
+        let grant = |id| Command::LeaseGrant { id, ttl: 60 };
+        sm.stage_command(1, 1, &grant(7)).unwrap().unwrap();
+        assert_eq!(
+            sm.stage_command(2, 1, &grant(7)).unwrap(),
+            Err(crate::lease::LEASE_EXISTS.to_string())
+        );
+        assert_eq!(
+            sm.stage_command(3, 1, &leased("x", 8)).unwrap(),
+            Err(crate::lease::LEASE_NOT_FOUND.to_string()),
+            "a put naming an unknown lease is refused when applied"
+        );
+        sm.stage_command(4, 1, &leased("a", 7)).unwrap().unwrap();
+        sm.stage_command(5, 1, &leased("b", 7)).unwrap().unwrap();
+        sm.stage_command(6, 1, &grant(9)).unwrap().unwrap();
+        sm.stage_command(7, 1, &leased("b", 9)).unwrap().unwrap();
+        sm.commit().unwrap();
+        let keys = |sm: &StateMachine, id| sm.lessor().info(id, true, std::time::Instant::now());
+        assert_eq!(keys(&sm, 7).unwrap().keys, vec![b"a".to_vec()]);
+        // Reopened: the leases from their records, the keys from history.
+        let reopened = StateMachine::open(Arc::clone(&engine), Members::default()).unwrap();
+        assert_eq!(reopened.lessor().ids(), vec![7, 9]);
+        assert_eq!(keys(&reopened, 9).unwrap().keys, vec![b"b".to_vec()]);
+        // And through a snapshot.
+        let start = sm.begin_export().unwrap();
+        let mut data = Vec::new();
+        start.write_to(&mut data, &AtomicBool::new(false)).unwrap();
+        sm.end_export();
+        let mut other = StateMachine::open(memory(), Members::default()).unwrap();
+        other.install(7, 1, &mut data.as_slice()).unwrap();
+        assert_eq!(keys(&other, 7).unwrap().keys, vec![b"a".to_vec()]);
+        // A revoke deletes the keys at one revision, then the lease.
+        let before = sm.revision();
+        let revoked = sm
+            .stage_command(8, 1, &Command::LeaseRevoke { id: 9 })
+            .unwrap()
+            .unwrap();
+        assert_eq!(revoked.revision, before + 1);
+        sm.commit().unwrap();
+        assert!(sm.kv_reader().get(b"b").unwrap().is_none());
+        assert!(sm.kv_reader().get(b"a").unwrap().is_some());
+        let reopened = StateMachine::open(engine, Members::default()).unwrap();
+        assert_eq!(reopened.lessor().ids(), vec![7]);
+    }
+
     fn put(_index: u64, key: &str, value: &str) -> Command {
         Command::put(key, value)
     }
