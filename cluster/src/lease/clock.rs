@@ -14,14 +14,19 @@
 //! * expired: the leases whose deadline passed, each handed out once per
 //!   `retry` (while its revoke is being proposed), at most `limit` at a
 //!   time, so a mass expiry becomes a steady trickle of proposals.
+//!
+//! Deadlines are also kept ordered, so finding the expired ones reads only
+//! those (and the ones being revoked), not every lease.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default)]
 pub struct Deadlines {
     primary: bool,
     at: HashMap<i64, Instant>,
+    /// The same deadlines, in time order.
+    order: BTreeSet<(Instant, i64)>,
     /// Leases whose revoke was proposed, and when it may be proposed again.
     revoking: HashMap<i64, Instant>,
 }
@@ -40,28 +45,40 @@ impl Deadlines {
     pub fn promote(&mut self, now: Instant, leases: impl Iterator<Item = (i64, i64)>) {
         self.primary = true;
         self.revoking.clear();
-        self.at = leases
-            .map(|(id, ttl)| (id, now + ttl_duration(ttl)))
-            .collect();
+        self.at.clear();
+        self.order.clear();
+        for (id, ttl) in leases {
+            self.set(id, now + ttl_duration(ttl));
+        }
+    }
+
+    fn set(&mut self, id: i64, deadline: Instant) {
+        if let Some(old) = self.at.insert(id, deadline) {
+            self.order.remove(&(old, id));
+        }
+        self.order.insert((deadline, id));
     }
 
     /// This member no longer leads: nothing expires here.
     pub fn demote(&mut self) {
         self.primary = false;
         self.at.clear();
+        self.order.clear();
         self.revoking.clear();
     }
 
     /// A lease was granted (applied): on the leader it runs from now.
     pub fn granted(&mut self, id: i64, ttl: i64, now: Instant) {
         if self.primary {
-            self.at.insert(id, now + ttl_duration(ttl));
+            self.set(id, now + ttl_duration(ttl));
         }
     }
 
     /// A lease was revoked (applied).
     pub fn removed(&mut self, id: i64) {
-        self.at.remove(&id);
+        if let Some(old) = self.at.remove(&id) {
+            self.order.remove(&(old, id));
+        }
         self.revoking.remove(&id);
     }
 
@@ -72,9 +89,9 @@ impl Deadlines {
         if !self.primary {
             return false;
         }
-        match self.at.get_mut(&id) {
+        match self.at.get(&id) {
             Some(deadline) if *deadline > now => {
-                *deadline = now + ttl_duration(ttl);
+                self.set(id, now + ttl_duration(ttl));
                 true
             }
             _ => false,
@@ -96,18 +113,18 @@ impl Deadlines {
             return Vec::new();
         }
         self.revoking.retain(|_, again| *again > now);
-        let mut due: Vec<(Instant, i64)> = self
-            .at
+        let due: Vec<i64> = self
+            .order
             .iter()
-            .filter(|(id, deadline)| **deadline <= now && !self.revoking.contains_key(id))
-            .map(|(id, deadline)| (*deadline, *id))
+            .take_while(|(deadline, _)| *deadline <= now)
+            .map(|(_, id)| *id)
+            .filter(|id| !self.revoking.contains_key(id))
+            .take(limit)
             .collect();
-        due.sort_unstable();
-        due.truncate(limit);
-        for (_, id) in &due {
+        for id in &due {
             self.revoking.insert(*id, now + retry);
         }
-        due.into_iter().map(|(_, id)| id).collect()
+        due
     }
 }
 
@@ -144,6 +161,20 @@ mod tests {
                 .expired(later + Duration::from_secs(5), 10, Duration::ZERO)
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_renewed_lease_leaves_the_expired_ones_behind() {
+        let t0 = Instant::now();
+        let mut clock = Deadlines::default();
+        clock.promote(t0, [(1, 2), (2, 2), (3, 2)].into_iter());
+        assert!(clock.renew(2, 2, t0 + Duration::from_secs(1)));
+        clock.removed(3);
+        let at = t0 + Duration::from_millis(2500);
+        assert_eq!(clock.expired(at, 10, Duration::from_secs(9)), vec![1]);
+        assert_eq!(clock.remaining(2, at), Some(Duration::from_millis(500)));
+        let later = t0 + Duration::from_secs(3);
+        assert_eq!(clock.expired(later, 10, Duration::from_secs(9)), vec![2]);
     }
 
     #[test]
