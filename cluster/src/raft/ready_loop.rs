@@ -8,6 +8,14 @@
 //! share one WAL fsync. The linearizable reads drained in that iteration go
 //! into one ReadIndex round (see `pending`).
 //!
+//! # Leadership and leases
+//!
+//! Each iteration publishes the role and term ([`RaftView`]); when they
+//! show that this node became leader (or leads in a new term) the lessor is
+//! promoted, every lease getting a full TTL, and when it stopped leading it
+//! is demoted and expires nothing (see `crate::lease`). Only memory is
+//! touched; the expiry thread proposes the revokes.
+//!
 //! # Step-down
 //!
 //! A leader that loses its leadership does not answer its waiting writers:
