@@ -5,16 +5,22 @@
 //! itself. So a normal Raft entry carries one of two commands:
 //!
 //! * [`Command::Txn`]: a write transaction (compares, then one branch);
-//! * [`Command::Compact`]: compaction of the history at a revision.
+//! * [`Command::Compact`]: compaction of the history at a revision;
+//! * [`Command::LeaseGrant`]: a lease with the id and TTL the proposing
+//!   member chose (see [`crate::lease`]);
+//! * [`Command::LeaseRevoke`]: a lease and its keys deleted, by a client
+//!   or by the leader's expiry.
 //!
 //! # Encoding
 //!
 //! ```text
-//! tag u8 (3 = txn, 4 = compact) | proposer member id u64 LE | protobuf message
+//! tag u8 (3 = txn, 4 = compact, 5 = lease grant, 6 = lease revoke)
+//! | proposer member id u64 LE | protobuf message
 //! ```
 //!
 //! The message is etcd's own (`etcdserverpb.TxnRequest`,
-//! `etcdserverpb.CompactionRequest`, see [`crate::etcd_wire`]), as etcd
+//! `etcdserverpb.CompactionRequest`, `LeaseGrantRequest` with the chosen
+//! id, `LeaseRevokeRequest`; see [`crate::etcd_wire`]), as etcd
 //! logs its requests, so the log has one encoding with the API. The
 //! proposer id is informational (logs, tools): a waiting client is found by
 //! the entry's (index, term), never by it. Tags 1 and 2 were the plain put
@@ -32,13 +38,25 @@ use crate::mvcc::txn::{DeleteRangeRequest, PutRequest, RequestOp, TxnRequest, Tx
 
 const TAG_TXN: u8 = 3;
 const TAG_COMPACT: u8 = 4;
+const TAG_LEASE_GRANT: u8 = 5;
+const TAG_LEASE_REVOKE: u8 = 6;
 const HEADER: usize = 1 + 8;
 
 /// A client write, as carried in a Raft entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Txn(TxnRequest),
-    Compact { revision: i64 },
+    Compact {
+        revision: i64,
+    },
+    /// A lease `id` (never 0) of `ttl` seconds, both chosen before proposing.
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
+    LeaseRevoke {
+        id: i64,
+    },
 }
 
 /// What applying a command produced, for the waiting client.
@@ -46,6 +64,8 @@ pub enum Command {
 pub enum CommandResponse {
     Txn(TxnResponse),
     Compacted,
+    LeaseGranted { id: i64, ttl: i64 },
+    LeaseRevoked,
 }
 
 /// The answer to an applied entry.
@@ -90,6 +110,14 @@ impl Command {
                 TAG_COMPACT,
                 etcd_wire::compaction_out(*revision).encode_to_vec(),
             ),
+            Command::LeaseGrant { id, ttl } => (
+                TAG_LEASE_GRANT,
+                etcd_client::proto::PbLeaseGrantRequest { ttl: *ttl, id: *id }.encode_to_vec(),
+            ),
+            Command::LeaseRevoke { id } => (
+                TAG_LEASE_REVOKE,
+                etcd_client::proto::PbLeaseRevokeRequest { id: *id }.encode_to_vec(),
+            ),
         };
         let mut out = Vec::with_capacity(HEADER + body.len());
         out.push(tag);
@@ -119,6 +147,19 @@ impl Command {
                     revision: pb.revision,
                 }
             }
+            TAG_LEASE_GRANT => {
+                let pb = etcd_client::proto::PbLeaseGrantRequest::decode(body)
+                    .map_err(|e| format!("lease grant protobuf: {e}"))?;
+                Command::LeaseGrant {
+                    id: pb.id,
+                    ttl: pb.ttl,
+                }
+            }
+            TAG_LEASE_REVOKE => {
+                let pb = etcd_client::proto::PbLeaseRevokeRequest::decode(body)
+                    .map_err(|e| format!("lease revoke protobuf: {e}"))?;
+                Command::LeaseRevoke { id: pb.id }
+            }
             other => return Err(format!("unknown command tag {other}")),
         };
         Ok((command, proposer))
@@ -132,7 +173,13 @@ mod tests {
     #[test]
     fn commands_decode_to_what_was_encoded() {
         let put = Command::put(b"k".to_vec(), vec![0, 1, 2, 255]);
-        for command in [put, Command::delete("k"), Command::Compact { revision: 42 }] {
+        for command in [
+            put,
+            Command::delete("k"),
+            Command::Compact { revision: 42 },
+            Command::LeaseGrant { id: 7, ttl: 60 },
+            Command::LeaseRevoke { id: i64::MAX },
+        ] {
             assert_eq!(
                 Command::decode(&command.encode(7)).unwrap(),
                 (command.clone(), 7)

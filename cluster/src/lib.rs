@@ -10,6 +10,7 @@
 //! | consensus      | [`raft`]          | `raft::RawNode` and the Ready loop on one thread           |
 //! | log            | [`raft::wal`], [`raft::snapshot_file`] | the durable Raft log (our own WAL) and snapshot files |
 //! | state machine  | [`state_machine`], [`mvcc`] | committed entries applied exactly once, as etcd's revision history |
+//! | leases         | [`lease`]         | etcd's leases: replicated table, leader-only expiry        |
 //!
 //! The state machine's snapshots use two helpers of their own:
 //! [`consistent_export`] (the state at one index, exported while applying
@@ -76,6 +77,7 @@ pub mod concurrency;
 pub mod consistent_export;
 pub mod etcd_wire;
 pub mod install_gate;
+pub mod lease;
 mod logger;
 pub mod metrics;
 pub mod mvcc;

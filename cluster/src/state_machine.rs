@@ -50,6 +50,7 @@
 //! m/cluster             -> the cluster id u64 BE (from the bootstrap conf changes)
 //! m/removed/<id, 16 hex> -> empty: a member removed by a conf change
 //! m/installing          -> index u64 BE | term u64 BE of a snapshot being installed (absent otherwise)
+//! m/lease/<id, 16 hex>  -> a lease's TTL i64 BE (crate::lease::record)
 //! ```
 //!
 //! User keys live only in the MVCC history ([`crate::mvcc`]): every change
@@ -77,6 +78,15 @@
 //! the command's answer, the same on every node, and the entry still
 //! counts as applied. An empty entry is the no-op a new leader appends; it
 //! only advances the applied index.
+//!
+//! Lease commands change the lessor ([`crate::lease`]) and its records
+//! under `m/lease/`, in the same batch. A revoke deletes the lease's keys
+//! as one MVCC transaction (one revision). After every transaction the
+//! keys it wrote are handed to the lessor, which keeps each lease's
+//! attached keys; a put naming an unknown lease is refused here, at apply
+//! time, so every member answers the same. The lease table is rebuilt
+//! from the records and the live keys' `lease` at open and after an
+//! install.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -94,7 +104,8 @@ use serde::{Deserialize, Serialize};
 pub use crate::command::{Applied, Command, CommandResponse};
 use crate::consistent_export::{self, ExportError, ExportOverlay};
 use crate::install_gate::{GatedEngine, InstallGate};
-use crate::mvcc::txn::{RangeRequest, RangeResponse};
+use crate::lease::{LeaseTable, Lessor, record as lease_record};
+use crate::mvcc::txn::{DeleteRangeRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest};
 use crate::mvcc::{KeyValue, MvccError, MvccStore, OpenStats, Staging};
 use crate::raft::identity::ClusterId;
 
@@ -183,6 +194,9 @@ pub struct StateMachine {
     overlay: Arc<ExportOverlay>,
     /// Held exclusively while a snapshot is installed.
     gate: Arc<InstallGate>,
+    /// etcd's leases: the table this state machine applies to, shared with
+    /// the expiry thread and the API.
+    lessor: Arc<Lessor>,
 }
 
 /// Test-only hook: a pause in the middle of a snapshot install (after the
@@ -330,12 +344,42 @@ impl StateMachine {
             gate: Arc::new(InstallGate::new(
                 crate::api::http::ApiConfig::default().request_timeout,
             )),
+            lessor: Arc::default(),
         };
         // Test-only hooks are read once, here, at start.
         let _ = test_only_install_pause();
         let _ = consistent_export::test_only_page_delay();
         sm.reload_metadata()?;
+        sm.rebuild_leases()?;
         Ok(sm)
+    }
+
+    /// The lessor this state machine keeps current.
+    pub fn lessor(&self) -> &Arc<Lessor> {
+        &self.lessor
+    }
+
+    /// Rebuilds the lease table: the leases from their records, the
+    /// attachments from the live keys' `lease` (found by the MVCC rebuild).
+    fn rebuild_leases(&mut self) -> Result<(), StateMachineError> {
+        let mut table = LeaseTable::default();
+        for (key, value) in self
+            .engine
+            .scan_prefix(lease_record::LEASE_PREFIX, usize::MAX)?
+        {
+            let (id, ttl) = lease_record::decode(&key, &value).map_err(|reason| {
+                StateMachineError::Metadata {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    reason,
+                }
+            })?;
+            table.grant(id, ttl);
+        }
+        for (key, lease) in self.mvcc.take_leased_at_open() {
+            table.attach(&key, lease);
+        }
+        self.lessor.replace(table, std::time::Instant::now());
+        Ok(())
     }
 
     /// Client reads of the key-value data (see [`KvReader`]).
@@ -390,7 +434,8 @@ impl StateMachine {
     pub fn reload(&mut self) -> Result<(), StateMachineError> {
         self.open_stats = self.mvcc.reload()?;
         self.mvcc_staging = Staging::new();
-        self.reload_metadata()
+        self.reload_metadata()?;
+        self.rebuild_leases()
     }
 
     fn reload_metadata(&mut self) -> Result<(), StateMachineError> {
@@ -539,12 +584,39 @@ impl StateMachine {
     ) -> Result<Result<Applied, String>, StateMachineError> {
         let result = match command {
             Command::Txn(txn) => {
-                self.mvcc
-                    .txn(&mut self.mvcc_staging, txn)
+                let lessor = Arc::clone(&self.lessor);
+                let result = self
+                    .mvcc
+                    .txn_with_leases(&mut self.mvcc_staging, txn, &|id| lessor.exists(id))
                     .map(|response| Applied {
                         revision: response.revision.max(0) as u64,
                         response: Some(CommandResponse::Txn(response)),
+                    });
+                self.lessor.attach(self.mvcc_staging.take_lease_changes());
+                result
+            }
+            Command::LeaseGrant { id, ttl } => {
+                let answer = if *id == 0 {
+                    // Never proposed by metcd (0 means "no lease" in a put).
+                    Err("etcdserver: lease id 0 is not allowed".to_string())
+                } else if self.lessor.grant(*id, *ttl, std::time::Instant::now()) {
+                    self.staged
+                        .batch
+                        .put(lease_record::lease_key(*id), lease_record::encode_ttl(*ttl));
+                    Ok(Applied {
+                        revision: self.mvcc.staged_revision().max(0) as u64,
+                        response: Some(CommandResponse::LeaseGranted { id: *id, ttl: *ttl }),
                     })
+                } else {
+                    Err(crate::lease::LEASE_EXISTS.to_string())
+                };
+                self.advance(index, term);
+                return Ok(answer);
+            }
+            Command::LeaseRevoke { id } => {
+                let answer = self.stage_revoke(*id)?;
+                self.advance(index, term);
+                return Ok(answer);
             }
             Command::Compact { revision } => self
                 .mvcc
@@ -560,9 +632,40 @@ impl StateMachine {
             Err(refused @ (MvccError::Compacted | MvccError::FutureRevision)) => {
                 Ok(Err(format!("etcdserver: {refused}")))
             }
-            Err(MvccError::KeyNotFound) => Ok(Err(MvccError::KeyNotFound.to_string())),
+            Err(refused @ (MvccError::KeyNotFound | MvccError::LeaseNotFound)) => {
+                Ok(Err(refused.to_string()))
+            }
             Err(failure) => Err(failure.into()),
         }
+    }
+
+    /// Stages the revoke of lease `id`: its keys deleted in one transaction
+    /// (one revision), then the lease and its record.
+    fn stage_revoke(&mut self, id: i64) -> Result<Result<Applied, String>, StateMachineError> {
+        let Some(keys) = self.lessor.revoke_keys(id) else {
+            return Ok(Err(crate::lease::LEASE_NOT_FOUND.to_string()));
+        };
+        let txn = TxnRequest {
+            compare: vec![],
+            success: keys
+                .into_iter()
+                .map(|key| {
+                    RequestOp::DeleteRange(DeleteRangeRequest {
+                        key,
+                        ..DeleteRangeRequest::default()
+                    })
+                })
+                .collect(),
+            failure: vec![],
+        };
+        let response = self.mvcc.txn(&mut self.mvcc_staging, &txn)?;
+        self.lessor.attach(self.mvcc_staging.take_lease_changes());
+        self.lessor.remove(id);
+        self.staged.batch.delete(lease_record::lease_key(id));
+        Ok(Ok(Applied {
+            revision: response.revision.max(0) as u64,
+            response: Some(CommandResponse::LeaseRevoked),
+        }))
     }
 
     /// Stages an entry without a command (a new leader's no-op, or one that
@@ -914,6 +1017,67 @@ mod tests {
         assert_eq!(other_members.read().unwrap().get(&2), Some(&member));
         let x = other.kv_reader().get(b"x").unwrap().unwrap();
         assert_eq!((x.value.as_slice(), x.mod_revision), (&b"y"[..], 2));
+    }
+
+    #[test]
+    fn leases_are_applied_persisted_and_rebuilt() {
+        use crate::mvcc::txn::PutRequest;
+        let engine = memory();
+        let mut sm = StateMachine::open(Arc::clone(&engine), Members::default()).unwrap();
+        let leased = |key: &str, lease: i64| {
+            Command::Txn(TxnRequest {
+                compare: vec![],
+                success: vec![RequestOp::Put(PutRequest {
+                    key: key.as_bytes().to_vec(),
+                    value: b"v".to_vec(),
+                    lease,
+                    ..PutRequest::default()
+                })],
+                failure: vec![],
+            })
+        };
+        let grant = |id| Command::LeaseGrant { id, ttl: 60 };
+        sm.stage_command(1, 1, &grant(7)).unwrap().unwrap();
+        assert_eq!(
+            sm.stage_command(2, 1, &grant(7)).unwrap(),
+            Err(crate::lease::LEASE_EXISTS.to_string())
+        );
+        assert_eq!(
+            sm.stage_command(3, 1, &leased("x", 8)).unwrap(),
+            Err(crate::lease::LEASE_NOT_FOUND.to_string()),
+            "a put naming an unknown lease is refused when applied"
+        );
+        sm.stage_command(4, 1, &leased("a", 7)).unwrap().unwrap();
+        sm.stage_command(5, 1, &leased("b", 7)).unwrap().unwrap();
+        sm.stage_command(6, 1, &grant(9)).unwrap().unwrap();
+        sm.stage_command(7, 1, &leased("b", 9)).unwrap().unwrap();
+        sm.commit().unwrap();
+        let keys = |sm: &StateMachine, id| sm.lessor().info(id, true, std::time::Instant::now());
+        assert_eq!(keys(&sm, 7).unwrap().keys, vec![b"a".to_vec()]);
+        // Reopened: the leases from their records, the keys from history.
+        let reopened = StateMachine::open(Arc::clone(&engine), Members::default()).unwrap();
+        assert_eq!(reopened.lessor().ids(), vec![7, 9]);
+        assert_eq!(keys(&reopened, 9).unwrap().keys, vec![b"b".to_vec()]);
+        // And through a snapshot.
+        let start = sm.begin_export().unwrap();
+        let mut data = Vec::new();
+        start.write_to(&mut data, &AtomicBool::new(false)).unwrap();
+        sm.end_export();
+        let mut other = StateMachine::open(memory(), Members::default()).unwrap();
+        other.install(7, 1, &mut data.as_slice()).unwrap();
+        assert_eq!(keys(&other, 7).unwrap().keys, vec![b"a".to_vec()]);
+        // A revoke deletes the keys at one revision, then the lease.
+        let before = sm.revision();
+        let revoked = sm
+            .stage_command(8, 1, &Command::LeaseRevoke { id: 9 })
+            .unwrap()
+            .unwrap();
+        assert_eq!(revoked.revision, before + 1);
+        sm.commit().unwrap();
+        assert!(sm.kv_reader().get(b"b").unwrap().is_none());
+        assert!(sm.kv_reader().get(b"a").unwrap().is_some());
+        let reopened = StateMachine::open(engine, Members::default()).unwrap();
+        assert_eq!(reopened.lessor().ids(), vec![7]);
     }
 
     fn put(_index: u64, key: &str, value: &str) -> Command {

@@ -1255,3 +1255,128 @@ fn normaliser_replaces_ids_and_keeps_what_the_test_compares() {
         "{got}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Leases (issue 11): etcdctl's lease commands on etcd and on metcd.
+
+/// The lease script against one target, normalised: the lease id (hex in
+/// etcdctl's messages, decimal in `-w json`) becomes `<lease>`, and the
+/// remaining TTL, which depends on when the command ran,
+/// becomes `remaining(<ttl>)` after checking it is between 50 and 60 s.
+fn lease_script(target: &Target, dir: &Path) -> Vec<Record> {
+    let normaliser = Normaliser::new(target, dir);
+    let endpoints = target.endpoints();
+    let granted = etcdctl(&endpoints, &["lease", "grant", "60"], None, CTL_TIMEOUT);
+    // "lease <hex id> granted with TTL(60s)"
+    let id = granted
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no lease id in {granted}"))
+        .to_string();
+    let decimal = u64::from_str_radix(&id, 16)
+        .unwrap_or_else(|_| panic!("lease id {id:?} is not hexadecimal"))
+        .to_string();
+    let normalise = |command: &str, out: &CtlOutput| -> String {
+        let text = normaliser
+            .output(command, out)
+            .replace(&id, "<lease>")
+            .replace(&decimal, "<lease>");
+        match text.find("remaining(") {
+            Some(at) => {
+                let rest = &text[at + "remaining(".len()..];
+                let end = rest.find("s)").unwrap_or(0);
+                let seconds: i64 = rest[..end].parse().unwrap_or(-1);
+                assert!(
+                    (50..=60).contains(&seconds),
+                    "remaining TTL {seconds} in {text}"
+                );
+                format!("{}remaining(<ttl>){}", &text[..at], &rest[end + 2..])
+            }
+            None => text,
+        }
+    };
+    let mut records = vec![Record {
+        step: "lease grant".into(),
+        command: "etcdctl lease grant 60".into(),
+        output: normalise("lease grant", &granted),
+    }];
+    let steps: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "put --lease",
+            vec!["put", "--lease", &id, "svc/a", "10.0.0.1"],
+        ),
+        (
+            "put --lease unknown",
+            vec!["put", "--lease", "123abc", "svc/b", "x"],
+        ),
+        ("get with lease", vec!["get", "svc/a", "-w", "json"]),
+        (
+            "lease keep-alive --once",
+            vec!["lease", "keep-alive", "--once", &id],
+        ),
+        (
+            "lease timetolive --keys",
+            vec!["lease", "timetolive", "--keys", &id],
+        ),
+        ("lease list", vec!["lease", "list"]),
+        ("lease revoke", vec!["lease", "revoke", &id]),
+        ("get after revoke", vec!["get", "svc/a"]),
+        (
+            "lease timetolive after revoke",
+            vec!["lease", "timetolive", &id],
+        ),
+        ("lease revoke again", vec!["lease", "revoke", &id]),
+        (
+            "lease keep-alive --once after revoke",
+            vec!["lease", "keep-alive", "--once", &id],
+        ),
+        ("lease list after revoke", vec!["lease", "list"]),
+    ];
+    for (step, args) in steps {
+        let out = etcdctl(&endpoints, &args, None, CTL_TIMEOUT);
+        records.push(Record {
+            step: step.into(),
+            command: format!("etcdctl {}", args.join(" ")),
+            output: normalise(&command_of(&args), &out),
+        });
+    }
+    records
+}
+
+/// Lease output differences metcd is allowed: none. (Timing is not
+/// compared: the remaining TTL is checked to be in range, not equal.)
+const LEASE_INTENDED: &[Intended] = &[];
+
+#[test]
+fn etcdctl_lease_commands_give_the_same_normalised_output() {
+    let (reference, other) = std::thread::scope(|scope| {
+        let other = scope.spawn(|| other_target(ENGINES[0]));
+        (Running::etcd(MEMBERS), other.join().unwrap())
+    });
+    let (left_dir, right_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let left = lease_script(&reference.target, left_dir.path());
+    let right = lease_script(&other.target, right_dir.path());
+    if std::env::var_os("METCD_DIFF_SHOW").is_some() {
+        for (l, r) in left.iter().zip(&right) {
+            println!("=== {}\n{}\n{}\n{}", l.step, l.command, l.output, r.output);
+        }
+    }
+    let intended: Vec<&Intended> = LEASE_INTENDED.iter().collect();
+    if let Err(report) = compare(&left, &right, &intended) {
+        panic!("etcdctl lease outputs differ between etcd and metcd:\n{report}");
+    }
+    let output = |records: &[Record], step: &str| {
+        records
+            .iter()
+            .find(|r| r.step == step)
+            .unwrap_or_else(|| panic!("no step {step}"))
+            .output
+            .clone()
+    };
+    // The ground truth did something.
+    assert!(output(&left, "lease grant").contains("lease <lease> granted with TTL(60s)"));
+    assert!(output(&left, "lease timetolive --keys").contains("attached keys([svc/a])"));
+    assert!(output(&left, "lease revoke again").contains("requested lease not found"));
+    assert!(output(&left, "get with lease").contains("\"lease\":<lease>,"));
+}

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! PUT    /<key>            body = value  -> 204 once committed and applied
+//! PUT    /<key>?ttl=60     body = value  -> 200 {"lease","lease_hex","ttl","revision"}: a new lease
+//!                                           of that TTL, then the key put with it (two proposals)
 //! GET    /<key>                          -> 200 raw value bytes, 404 if absent
 //! GET    /<key>?rev=N                    -> the raw value as of revision N (410 compacted, 400 future)
 //! GET    /<prefix>?prefix, /<key>?from_key -> JSON listing of the range (api::read_query)
@@ -706,11 +708,18 @@ async fn key_handler(
             if !view.is_leader {
                 return redirect_to_leader(&api, Some(view.leader), &uri);
             }
+            let ttl = match put_ttl(uri.query()) {
+                Ok(ttl) => ttl,
+                Err(response) => return response,
+            };
             let value = match read_body(&api, &headers, body).await {
                 Ok(bytes) => bytes.to_vec(),
                 Err(response) => return response,
             };
-            propose(&api, &uri, Command::put(key, value)).await
+            match ttl {
+                Some(ttl) => put_with_lease(&api, &uri, key, value, ttl).await,
+                None => propose(&api, &uri, Command::put(key, value)).await,
+            }
         }
         Method::DELETE => {
             let view = api.node.view();
@@ -724,6 +733,101 @@ async fn key_handler(
             format!("method {other} is not supported on keys; use GET, PUT or DELETE"),
         ),
     }
+}
+
+/// The `ttl` of a PUT's query (`?ttl=<seconds>`), if any; anything else
+/// in the query is refused, naming what is accepted.
+fn put_ttl(query: Option<&str>) -> Result<Option<i64>, Response> {
+    let mut ttl = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name != "ttl" {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unknown parameter {name:?} for a PUT; the only one accepted is ttl=<seconds>"
+                ),
+            ));
+        }
+        let parsed = value
+            .parse::<i64>()
+            .ok()
+            .filter(|t| (1..=crate::lease::MAX_TTL).contains(t))
+            .ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "ttl={value:?} is not accepted: give the lease's time to live as a whole \
+                         number of seconds from 1 to {} (a TTL below the cluster's minimum is \
+                         raised to it)",
+                        crate::lease::MAX_TTL
+                    ),
+                )
+            })?;
+        ttl = Some(parsed);
+    }
+    Ok(ttl)
+}
+
+/// `PUT /<key>?ttl=N`: grants a lease of `ttl` seconds (raised to the
+/// minimum), then puts the key with it: two proposals. If the put fails
+/// after the grant, the lease is left without keys and expires on its own.
+async fn put_with_lease(api: &Api, uri: &Uri, key: Vec<u8>, value: Vec<u8>, ttl: i64) -> Response {
+    let leases = &api.node.leases;
+    let ttl = ttl.max(leases.min_ttl);
+    let id = leases.choose_id(0);
+    let granted = match propose_for(api, Command::LeaseGrant { id, ttl }).await {
+        Ok(Ok(applied)) => applied,
+        Ok(Err(err)) => return write_outcome(api, uri, Err(err)),
+        Err(response) => return response,
+    };
+    let put = Command::Txn(crate::mvcc::txn::TxnRequest {
+        compare: vec![],
+        success: vec![crate::mvcc::txn::RequestOp::Put(
+            crate::mvcc::txn::PutRequest {
+                key,
+                value,
+                lease: id,
+                ..Default::default()
+            },
+        )],
+        failure: vec![],
+    });
+    match propose_for(api, put).await {
+        Ok(Ok(applied)) => {
+            let mut response = json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "lease": id,
+                    "lease_hex": format!("{id:x}"),
+                    "ttl": ttl,
+                    "revision": applied.revision.max(granted.revision),
+                }),
+            );
+            response
+                .headers_mut()
+                .insert("x-metcd-revision", HeaderValue::from(applied.revision));
+            response
+        }
+        Ok(Err(err)) => write_outcome(api, uri, Err(err)),
+        Err(response) => response,
+    }
+}
+
+/// Proposes `command` and returns the Raft thread's answer.
+async fn propose_for(api: &Api, command: Command) -> Result<WriteReply, Response> {
+    let Some(queued) = api.admission.admit() else {
+        return Err(overloaded(api));
+    };
+    let proposal = crate::metrics::Proposal::start();
+    let (reply, answer) = oneshot::channel();
+    let request = Request::Propose {
+        command,
+        reply,
+        queued,
+    };
+    let outcome = ask(api, request, answer, Effect::Write).await?;
+    Ok(proposal.finish(outcome))
 }
 
 // ANCHOR: http_write
@@ -862,6 +966,11 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
             view: Arc::new(RwLock::new(view)),
             exit,
+            leases: crate::lease::Leases {
+                lessor: Default::default(),
+                ids: Arc::new(crate::lease::IdGenerator::new(1)),
+                min_ttl: 1,
+            },
             identity: crate::raft::identity::Identity {
                 cluster: crate::raft::identity::ClusterId(7),
                 member: 1,

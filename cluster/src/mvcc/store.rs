@@ -66,6 +66,9 @@ pub enum MvccError {
     FutureRevision,
     #[error("etcdserver: key not found")]
     KeyNotFound,
+    /// A put on the transaction's path names a lease that does not exist.
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
     #[error("storage engine: {0}")]
     Engine(#[from] EngineError),
     #[error("MVCC data is damaged: {0}")]
@@ -87,6 +90,9 @@ struct State {
     /// The newest revision staged (published or not).
     staged: i64,
     compacted: i64,
+    /// The live keys with a lease found by the last rebuild, until the
+    /// lessor takes them ([`MvccStore::take_leased_at_open`]).
+    leased_at_open: HashMap<Vec<u8>, i64>,
 }
 
 /// Writes of the entries being applied, not yet in the engine.
@@ -95,6 +101,9 @@ pub struct Staging {
     batch: WriteBatch,
     records: HashMap<Revision, Record>,
     dirty: bool,
+    /// Every key written since the lessor last took them, with the lease
+    /// it carries now (0: none, or deleted), in revision order.
+    lease_changes: Vec<(Vec<u8>, i64)>,
 }
 
 impl Staging {
@@ -104,6 +113,12 @@ impl Staging {
 
     pub fn is_empty(&self) -> bool {
         !self.dirty
+    }
+
+    /// The keys written since the last call and their leases now (see
+    /// `crate::lease`), for the lessor's attachments.
+    pub fn take_lease_changes(&mut self) -> Vec<(Vec<u8>, i64)> {
+        std::mem::take(&mut self.lease_changes)
     }
 }
 
@@ -160,6 +175,7 @@ impl MvccStore {
         let mut index = TreeIndex::new();
         let mut records = 0u64;
         let mut last_main = 1i64;
+        let mut leased: HashMap<Vec<u8>, i64> = HashMap::new();
         let mut from = HISTORY_PREFIX.to_vec();
         let end = engines::prefix_successor(HISTORY_PREFIX).unwrap_or_default();
         loop {
@@ -179,8 +195,18 @@ impl MvccStore {
                 let record = Record::decode(value)
                     .map_err(|e| MvccError::Corrupt(format!("at revision {revision}: {e}")))?;
                 let recorded = match &record {
-                    Record::Put { key, .. } => index.put(key, revision),
-                    Record::Tombstone { key } => index.tombstone(key, revision),
+                    Record::Put { key, lease, .. } => {
+                        if *lease != 0 {
+                            leased.insert(key.clone(), *lease);
+                        } else {
+                            leased.remove(key);
+                        }
+                        index.put(key, revision)
+                    }
+                    Record::Tombstone { key } => {
+                        leased.remove(key);
+                        index.tombstone(key, revision)
+                    }
                 };
                 if !recorded {
                     return Err(MvccError::Corrupt(format!(
@@ -207,6 +233,7 @@ impl MvccStore {
             published: current,
             staged: current,
             compacted,
+            leased_at_open: leased,
         };
         Ok((state, stats))
     }
@@ -221,6 +248,14 @@ impl MvccStore {
 
     pub fn engine(&self) -> &Arc<dyn Engine> {
         &self.engine
+    }
+
+    /// The live keys that carry a lease, as found by the last open or
+    /// reload (once: later calls get nothing until the next rebuild).
+    pub fn take_leased_at_open(&self) -> Vec<(Vec<u8>, i64)> {
+        std::mem::take(&mut self.write_state().leased_at_open)
+            .into_iter()
+            .collect()
     }
 
     /// The newest revision readers see.
@@ -409,10 +444,22 @@ impl MvccStore {
     /// (with sub revisions 0, 1, ... in order). A transaction that changes
     /// nothing leaves the revision alone.
     pub fn txn(&self, staging: &mut Staging, txn: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        self.txn_with_leases(staging, txn, &|_| true)
+    }
+
+    /// [`Self::txn`], refusing it whole ([`MvccError::LeaseNotFound`],
+    /// before anything is staged) if a put on the path it takes names a
+    /// lease for which `lease_exists` is false, as etcd does.
+    pub fn txn_with_leases(
+        &self,
+        staging: &mut Staging,
+        txn: &TxnRequest,
+        lease_exists: &dyn Fn(i64) -> bool,
+    ) -> Result<TxnResponse, MvccError> {
         let mut state = self.write_state();
         let base = state.staged;
         let succeeded = self.choose(&state, staging, txn, base)?;
-        self.precheck(&state, staging, txn, succeeded, base)?;
+        self.precheck(&state, staging, txn, succeeded, base, lease_exists)?;
         let mut run = Run {
             main: base + 1,
             sub: 0,
@@ -503,6 +550,7 @@ impl MvccStore {
         txn: &TxnRequest,
         succeeded: bool,
         at: i64,
+        lease_exists: &dyn Fn(i64) -> bool,
     ) -> Result<(), MvccError> {
         let branch = if succeeded {
             &txn.success
@@ -517,6 +565,9 @@ impl MvccStore {
                 {
                     return Err(MvccError::KeyNotFound);
                 }
+                RequestOp::Put(put) if put.lease != 0 && !lease_exists(put.lease) => {
+                    return Err(MvccError::LeaseNotFound);
+                }
                 // etcd checks a range's revision before the transaction
                 // runs: one below the compaction point or above the
                 // current revision fails the whole transaction.
@@ -530,7 +581,7 @@ impl MvccStore {
                 }
                 RequestOp::Txn(nested) => {
                     let taken = self.choose(state, staging, nested, at)?;
-                    self.precheck(state, staging, nested, taken, at)?;
+                    self.precheck(state, staging, nested, taken, at, lease_exists)?;
                 }
                 _ => {}
             }
@@ -598,6 +649,11 @@ impl MvccStore {
     }
 
     fn stage_record(&self, staging: &mut Staging, revision: Revision, record: Record) {
+        let lease = match &record {
+            Record::Put { lease, .. } => *lease,
+            Record::Tombstone { .. } => 0,
+        };
+        staging.lease_changes.push((record.key().to_vec(), lease));
         staging.batch.put(revision.history_key(), record.encode());
         staging.records.insert(revision, record);
     }
@@ -708,6 +764,8 @@ impl MvccStore {
         let mut batch = std::mem::take(&mut staging.batch);
         staging.records.clear();
         staging.dirty = false;
+        // Not taken by a lessor (a store used alone): not kept either.
+        staging.lease_changes.clear();
         batch.put(CURRENT_KEY, state.staged.to_be_bytes().to_vec());
         batch.put(COMPACTED_KEY, state.compacted.to_be_bytes().to_vec());
         (

@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use raft::prelude::{Entry, HardState};
 use raft::{RawNode, Storage};
@@ -221,6 +222,7 @@ pub fn start(
     let reader = sm.reader();
     let kv = sm.kv_reader();
     let removed = sm.removed();
+    let lessor = Arc::clone(sm.lessor());
     let fsyncs = wal.fsync_counter();
     let fsync_micros = wal.fsync_micros();
     let start_request = std::time::SystemTime::now()
@@ -263,6 +265,19 @@ pub fn start(
             let _ = exit_tx.send(Some(exit));
         })
         .map_err(NodeError::Thread)?;
+    // Expiry: checked every tick (at least every half second); a revoke
+    // not applied is proposed again after an election timeout.
+    let election = config.tick * config.election_ticks as u32;
+    crate::lease::expiry::spawn(
+        Arc::clone(&lessor),
+        requests_tx.clone(),
+        exit.clone(),
+        config
+            .tick
+            .clamp(Duration::from_millis(10), Duration::from_millis(500)),
+        election.max(Duration::from_secs(1)),
+    )
+    .map_err(NodeError::Thread)?;
     Ok(NodeHandle {
         id: config.id,
         identity,
@@ -274,6 +289,11 @@ pub fn start(
         data_dir: config.data_dir.clone(),
         view,
         exit,
+        leases: crate::lease::Leases {
+            lessor,
+            ids: Arc::new(crate::lease::IdGenerator::new(config.id)),
+            min_ttl: crate::lease::min_ttl(config.tick, config.election_ticks),
+        },
     })
 }
 

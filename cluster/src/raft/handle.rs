@@ -232,6 +232,9 @@ pub struct NodeHandle {
     pub data_dir: PathBuf,
     pub view: Arc<RwLock<RaftView>>,
     pub exit: watch::Receiver<Option<NodeExit>>,
+    /// etcd's leases (`crate::lease`): the lessor the state machine keeps
+    /// current, the id generator and the minimum TTL.
+    pub leases: crate::lease::Leases,
 }
 
 /// Bounds the client requests waiting for the Raft thread: one counter per

@@ -8,6 +8,14 @@
 //! share one WAL fsync. The linearizable reads drained in that iteration go
 //! into one ReadIndex round (see `pending`).
 //!
+//! # Leadership and leases
+//!
+//! Each iteration publishes the role and term ([`RaftView`]); when they
+//! show that this node became leader (or leads in a new term) the lessor is
+//! promoted, every lease getting a full TTL, and when it stopped leading it
+//! is demoted and expires nothing (see `crate::lease`). Only memory is
+//! touched; the expiry thread proposes the revokes.
+//!
 //! # Step-down
 //!
 //! A leader that loses its leadership does not answer its waiting writers:
@@ -311,7 +319,17 @@ impl Node {
             is_leader: self.raw.raft.state == StateRole::Leader,
             term: self.raw.raft.term,
         };
-        *self.view.write().unwrap_or_else(|p| p.into_inner()) = view;
+        let was = std::mem::replace(
+            &mut *self.view.write().unwrap_or_else(|p| p.into_inner()),
+            view,
+        );
+        // Leases expire only on the leader (`crate::lease`): a new leader
+        // gives every lease a full TTL, a former one stops expiring.
+        if view.is_leader && !(was.is_leader && was.term == view.term) {
+            self.sm.lessor().promote(Instant::now());
+        } else if was.is_leader && !view.is_leader {
+            self.sm.lessor().demote();
+        }
     }
 
     pub(super) fn status(&self) -> NodeStatus {

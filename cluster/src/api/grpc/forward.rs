@@ -104,6 +104,63 @@ impl Forwarder {
     }
 }
 
+impl Forwarder {
+    /// Sends `request` as the only message of the bidirectional stream
+    /// `path` on the leader at `address` and returns the first answer (a
+    /// follower's lease keep-alive, which only the leader can serve).
+    pub async fn stream_once<Req, Resp>(
+        &self,
+        address: &str,
+        path: &'static str,
+        request: Req,
+    ) -> Result<Resp, Status>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let channel = self.channel(address)?;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        if let Err(err) = grpc.ready().await {
+            return Err(status::with_detail(
+                tonic::Code::Unavailable,
+                status::NO_LEADER,
+                &format!("the leader at {address} cannot be reached: {err}; nothing was sent"),
+                Outcome::NotApplied,
+            ));
+        }
+        let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+        let outbound = tokio_stream::iter([request]);
+        let lost = |err: String| {
+            status::with_detail(
+                tonic::Code::Unavailable,
+                status::TIMEOUT,
+                &format!("forwarding to the leader at {address} failed: {err}"),
+                Outcome::Unknown,
+            )
+        };
+        let call = async {
+            let mut answers = grpc
+                .streaming(
+                    tonic::Request::new(outbound),
+                    PathAndQuery::from_static(path),
+                    codec,
+                )
+                .await?
+                .into_inner();
+            answers.message().await
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(Some(answer))) => Ok(answer),
+            Ok(Ok(None)) => Err(lost(
+                "the leader closed the stream without an answer".into(),
+            )),
+            Ok(Err(err)) if from_leader(&err) => Err(err),
+            Ok(Err(err)) => Err(lost(err.to_string())),
+            Err(_) => Err(lost(format!("no answer within {:?}", self.timeout))),
+        }
+    }
+}
+
 /// Whether a failed call was answered by the leader (rather than lost in
 /// transport, which gRPC reports as unavailable, unknown, cancelled or
 /// deadline exceeded, without our outcome metadata).

@@ -11,9 +11,10 @@
 //! those from a read index instead): the answer is the same, it changes
 //! no revision, and the store keeps one transaction path.
 //!
-//! Leases do not exist yet: a put that names one is refused with etcd's
-//! "requested lease not found", which is what etcd answers for a lease it
-//! does not know.
+//! A put naming a lease (also inside a transaction) is checked when it is
+//! applied, as etcd does: a lease that does not exist then refuses the
+//! whole request with `NotFound`, "etcdserver: requested lease not found",
+//! the same answer on every member (see [`crate::lease`]).
 
 use etcd_client::proto::{
     PbCompactionRequest, PbCompactionResponse, PbDeleteRequest, PbDeleteResponse, PbKvService,
@@ -51,23 +52,6 @@ impl KvService {
     }
 }
 
-/// etcd refuses a lease it does not know; metcd knows none yet.
-fn check_leases(ops: &[RequestOp]) -> Result<(), Status> {
-    for op in ops {
-        match op {
-            RequestOp::Put(put) if put.lease != 0 => {
-                return Err(Status::not_found(status::LEASE_NOT_FOUND));
-            }
-            RequestOp::Txn(t) => {
-                check_leases(&t.success)?;
-                check_leases(&t.failure)?;
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 fn single(op: RequestOp) -> TxnRequest {
     TxnRequest {
         compare: vec![],
@@ -99,7 +83,6 @@ impl PbKvService for KvService {
         let put = etcd_wire::put_in(pb.clone());
         validate_put(&put).map_err(status::request)?;
         let op = RequestOp::Put(put);
-        check_leases(std::slice::from_ref(&op))?;
         if let Route::Leader(leader) = self.api.route()? {
             return self
                 .api
@@ -154,8 +137,6 @@ impl PbKvService for KvService {
         let pb = request.into_inner();
         let txn = etcd_wire::txn_in(pb.clone()).map_err(status::wire)?;
         validate_txn(&txn).map_err(status::request)?;
-        check_leases(&txn.success)?;
-        check_leases(&txn.failure)?;
         if let Route::Leader(leader) = self.api.route()? {
             return self
                 .api

@@ -9,6 +9,7 @@
 //! | [`kv`] | the KV service: Range, Put, DeleteRange, Txn, Compact |
 //! | [`cluster`] | the Cluster service: member list, add, remove, update, promote |
 //! | [`maintenance`] | the Maintenance service: status, alarms, hashes, snapshot, move-leader, defragment |
+//! | [`lease`] | the Lease service: grant, revoke, keep-alive, time-to-live, list |
 //! | [`lock`] | the Lock service: Lock, Unlock (etcd's mutex recipe, server-side) |
 //! | [`election`] | the Election service: Campaign, Proclaim, Leader, Observe, Resign |
 //! | [`loopback`] | the member's client of its own API, which those two recipes use |
@@ -38,6 +39,7 @@ pub mod cluster;
 pub mod election;
 pub mod forward;
 pub mod kv;
+pub mod lease;
 pub mod lock;
 pub mod loopback;
 pub mod maintenance;
@@ -47,7 +49,9 @@ pub mod status;
 use std::future::Future;
 use std::time::Duration;
 
-use etcd_client::proto::{PbClusterServer, PbKvServer, PbMaintenanceServer, PbResponseHeader};
+use etcd_client::proto::{
+    PbClusterServer, PbKvServer, PbLeaseServer, PbMaintenanceServer, PbResponseHeader,
+};
 use tokio::sync::oneshot;
 use tonic::Status;
 
@@ -245,6 +249,7 @@ pub async fn serve(
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(PbKvServer::new(kv::KvService::new(api.clone())))
+        .add_service(PbLeaseServer::new(lease::LeaseService::new(api.clone())))
         .add_service(PbClusterServer::new(cluster::ClusterService::new(
             api.clone(),
         )))

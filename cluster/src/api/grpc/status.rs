@@ -24,7 +24,7 @@ pub const TOO_MANY_REQUESTS: &str = "etcdserver: too many requests";
 pub const STOPPED: &str = "etcdserver: server stopped";
 pub const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
 pub const FUTURE_REV: &str = "etcdserver: mvcc: required revision is a future revision";
-pub const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
+pub const LEASE_NOT_FOUND: &str = crate::lease::LEASE_NOT_FOUND;
 pub const MEMBER_NOT_FOUND: &str = "etcdserver: member not found";
 pub const PEER_URL_EXISTS: &str = "etcdserver: Peer URLs already exists";
 pub const NOT_LEARNER: &str = "etcdserver: can only promote a learner member";
@@ -59,6 +59,7 @@ pub fn mvcc(err: MvccError) -> Status {
         MvccError::Compacted => Status::out_of_range(COMPACTED),
         MvccError::FutureRevision => Status::out_of_range(FUTURE_REV),
         MvccError::KeyNotFound => Status::invalid_argument(err.to_string()),
+        MvccError::LeaseNotFound => Status::not_found(LEASE_NOT_FOUND),
         MvccError::Engine(_) | MvccError::Corrupt(_) => Status::internal(err.to_string()),
     }
 }
@@ -112,8 +113,10 @@ pub fn write(err: WriteError) -> Status {
 /// membership change refused: etcd's messages pass through with their
 /// codes; ours are a failed precondition.
 fn rejected(message: &str) -> Status {
-    if message == COMPACTED || message == FUTURE_REV {
+    if message == COMPACTED || message == FUTURE_REV || message == crate::lease::TTL_TOO_LARGE {
         Status::out_of_range(message)
+    } else if message == LEASE_NOT_FOUND {
+        Status::not_found(message)
     } else {
         with_detail(
             Code::FailedPrecondition,
