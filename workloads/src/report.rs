@@ -404,8 +404,9 @@ pub fn summary_table(documents: &[ResultDocument]) -> String {
     out.push_str(&table(documents, &state_columns(), None));
     out.push_str(
         "\nSpace amp. = blocks allocated on disk / live key+value bytes; the apparent size (file lengths) is \
-         beside it. Write amp. (run) = bytes this process wrote to the device during the run phase (engine \
-         background threads included) / key+value bytes the run wrote; (+ settle) adds what the settle after \
+         beside it. Write amp. (run) = bytes this process caused to be written during the run phase, as Linux's \
+         /proc/self/io write_bytes counts them (pages dirtied in the page cache, engine background threads \
+         included; not the bytes the device received) / key+value bytes the run wrote; (+ settle) adds what the settle after \
          the run wrote (compaction debt the run left). Settling (flush, wait for compactions) is not part of \
          the run. Device read per get = bytes read from the device during the run phase / point reads.\n",
     );
