@@ -103,6 +103,13 @@ bench-mvcc *ARGS:
     rm -rf results/mvcc
     cargo run --release -p workloads --bin workbench -- mvcc --out results/mvcc {{ARGS}}
 
+# Watch fan-out, put-to-event latency and lease keep-alives on a fresh 3-member etcd, then on a fresh 3-node metcd of ENGINE (never both at once), into results/watch/ (run it on a quiet machine).
+bench-watch ENGINE="redb" *ARGS:
+    cargo build --release -p cluster -p workloads
+    rm -rf results/watch
+    cargo run --release -p workloads --bin workbench -- watch --spawn etcd --name etcd --out results/watch {{ARGS}}
+    cargo run --release -p workloads --bin workbench -- watch --spawn metcd:{{ENGINE}} --name metcd-{{ENGINE}} --out results/watch {{ARGS}}
+
 # The metcd cluster workloads (cluster-put-1, cluster-put-64, cluster-get) on a 3-node cluster the harness starts, into results/cluster/.
 bench-cluster ENGINE="redb" *ARGS:
     cargo build --release -p cluster -p workloads

@@ -350,6 +350,8 @@ pub fn locate_metcd() -> Result<PathBuf> {
 pub struct SpawnedCluster {
     children: Vec<Child>,
     endpoints: Vec<String>,
+    /// Each member's etcd v3 gRPC address (`--listen-grpc`).
+    grpc: Vec<String>,
     dir: PathBuf,
     _temp: tempfile::TempDir,
 }
@@ -374,18 +376,20 @@ impl SpawnedCluster {
                     parent.display()
                 ))
             })?;
-        let ports = free_ports(2 * nodes as usize)?;
+        // Three ports per member: HTTP client, peer, gRPC.
+        let ports = free_ports(3 * nodes as usize)?;
         let ids: Vec<u64> = (1..=nodes).collect();
         let list = |offset: usize| {
             ids.iter()
-                .map(|id| format!("{id}=127.0.0.1:{}", ports[2 * (*id as usize - 1) + offset]))
+                .map(|id| format!("{id}=127.0.0.1:{}", ports[3 * (*id as usize - 1) + offset]))
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        let (clients, peers) = (list(0), list(1));
+        let (clients, peers, grpcs) = (list(0), list(1), list(2));
         let mut cluster = SpawnedCluster {
             children: Vec::new(),
             endpoints: Vec::new(),
+            grpc: Vec::new(),
             dir: temp.path().to_path_buf(),
             _temp: temp,
         };
@@ -397,8 +401,9 @@ impl SpawnedCluster {
             let log_err = log
                 .try_clone()
                 .map_err(|e| cluster_error(format!("cannot share {}: {e}", log_path.display())))?;
-            let client = format!("127.0.0.1:{}", ports[2 * (id as usize - 1)]);
-            let peer = format!("127.0.0.1:{}", ports[2 * (id as usize - 1) + 1]);
+            let client = format!("127.0.0.1:{}", ports[3 * (id as usize - 1)]);
+            let peer = format!("127.0.0.1:{}", ports[3 * (id as usize - 1) + 1]);
+            let grpc = format!("127.0.0.1:{}", ports[3 * (id as usize - 1) + 2]);
             let child = Command::new(metcd)
                 .arg("--id")
                 .arg(id.to_string())
@@ -414,6 +419,10 @@ impl SpawnedCluster {
                 .arg(&peers)
                 .arg("--initial-cluster-clients")
                 .arg(&clients)
+                .arg("--listen-grpc")
+                .arg(&grpc)
+                .arg("--initial-cluster-grpc")
+                .arg(&grpcs)
                 .stdin(Stdio::null())
                 .stdout(log)
                 .stderr(log_err)
@@ -421,6 +430,7 @@ impl SpawnedCluster {
                 .map_err(|e| cluster_error(format!("cannot start {}: {e}", metcd.display())))?;
             cluster.children.push(child);
             cluster.endpoints.push(client);
+            cluster.grpc.push(grpc);
         }
         cluster.wait_for_leader()?;
         Ok(cluster)
@@ -428,6 +438,16 @@ impl SpawnedCluster {
 
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
+    }
+
+    /// The members' etcd v3 gRPC addresses, in member order.
+    pub fn grpc_endpoints(&self) -> &[String] {
+        &self.grpc
+    }
+
+    /// The directory holding the members' data and logs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn pids(&self) -> Vec<u32> {
@@ -497,7 +517,7 @@ impl Drop for SpawnedCluster {
 
 /// `count` distinct free loopback ports: all probe listeners are held until
 /// every port is chosen, so none is handed out twice.
-fn free_ports(count: usize) -> Result<Vec<u16>> {
+pub fn free_ports(count: usize) -> Result<Vec<u16>> {
     let listeners = (0..count)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<std::io::Result<Vec<_>>>()

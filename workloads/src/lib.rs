@@ -24,6 +24,8 @@
 //! * [`etcd_target`]: any server of etcd's v3 gRPC API (a real etcd, or
 //!   metcd's gRPC listener) through the `etcd-client` crate, so both are
 //!   measured by the same client.
+//! * [`etcd_process`]: a real 3-member etcd (Debian's etcd-server) the
+//!   harness starts with its default settings, for comparisons.
 //! * [`watch_bench`]: watch fan-out, put-to-event latency and lease
 //!   keep-alives on any etcd v3 server (`workbench watch`).
 //! * [`runner`]: load phase, then the measured run phase (closed or open
@@ -50,6 +52,7 @@
 pub mod cluster_target;
 pub mod distribution;
 pub mod error;
+pub mod etcd_process;
 pub mod etcd_target;
 pub mod machine;
 pub mod memory_limit;

@@ -256,9 +256,14 @@ struct MvccArgs {
 
 #[derive(Args)]
 struct WatchArgs {
-    /// The members' gRPC addresses, comma separated.
+    /// The members' gRPC addresses of a running cluster, comma separated.
+    #[arg(long, conflicts_with = "spawn", required_unless_present = "spawn")]
+    endpoints: Option<String>,
+    /// Start a fresh 3-member cluster for the run and stop it after:
+    /// `etcd` (Debian's etcd-server, default settings) or `metcd:ENGINE`
+    /// (the metcd binary next to workbench).
     #[arg(long)]
-    endpoints: String,
+    spawn: Option<String>,
     /// The results' name (e.g. etcd, metcd-redb).
     #[arg(long)]
     name: String,
@@ -404,16 +409,54 @@ fn run(cli: Cli) -> Result<()> {
                     "--watchers counts, --events, --rate and --seconds must be positive, --value-size at least 8"
                 );
             }
+            let data_dir = args.data_dir.unwrap_or_else(std::env::temp_dir);
+            // The spawned cluster lives until the measurement is done.
+            let (endpoints, system, _etcd, _metcd) = match (args.endpoints, args.spawn.as_deref()) {
+                (Some(list), None) => (
+                    list.split(',')
+                        .map(|e| e.trim().to_string())
+                        .filter(|e| !e.is_empty())
+                        .collect::<Vec<_>>(),
+                    format!("{} (running; not started by the harness)", args.name),
+                    None,
+                    None,
+                ),
+                (None, Some("etcd")) => {
+                    let etcd = workloads::etcd_process::SpawnedEtcd::start(&data_dir, 3)?;
+                    eprintln!("watch: {}", etcd.settings());
+                    let grpc = etcd.members().iter().map(|m| m.grpc.clone()).collect();
+                    (grpc, etcd.settings(), Some(etcd), None)
+                }
+                (None, Some(spec)) if spec.starts_with("metcd:") => {
+                    let engine: EngineKind = spec["metcd:".len()..]
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("--spawn {spec}: {e}"))?;
+                    let metcd = workloads::cluster_target::SpawnedCluster::start(
+                        &locate_metcd()?,
+                        engine,
+                        &data_dir,
+                        3,
+                    )?;
+                    let grpc = metcd.grpc_endpoints().to_vec();
+                    let system = format!(
+                        "metcd {} on {}, 3 nodes on 127.0.0.1, default settings (tick 100 ms, \
+                         election 10 ticks, snapshot every 10,000 entries, WAL fdatasync before every acknowledgement)",
+                        env!("CARGO_PKG_VERSION"),
+                        engine.name()
+                    );
+                    (grpc, system, None, Some(metcd))
+                }
+                (None, Some(other)) => {
+                    bail!("--spawn takes etcd or metcd:ENGINE (e.g. metcd:redb), not '{other}'")
+                }
+                _ => bail!("give --endpoints of a running cluster or --spawn etcd|metcd:ENGINE"),
+            };
             workloads::watch_bench::run(&workloads::watch_bench::WatchBenchConfig {
                 out_dir: args.out,
-                data_dir: args.data_dir.unwrap_or_else(std::env::temp_dir),
+                data_dir,
                 name: args.name,
-                endpoints: args
-                    .endpoints
-                    .split(',')
-                    .map(|e| e.trim().to_string())
-                    .filter(|e| !e.is_empty())
-                    .collect(),
+                system,
+                endpoints,
                 watchers,
                 events: args.events,
                 writers: args.writers,

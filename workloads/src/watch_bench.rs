@@ -55,6 +55,8 @@ pub struct WatchBenchConfig {
     pub data_dir: PathBuf,
     /// The results' name (etcd, metcd-redb, ...).
     pub name: String,
+    /// What the system is and how it runs (version, members, settings).
+    pub system: String,
     /// gRPC endpoints of the members.
     pub endpoints: Vec<String>,
     /// Watcher counts of the fan-out measurement.
@@ -107,6 +109,7 @@ pub struct KeepAliveRow {
 pub struct WatchBenchReport {
     pub schema_version: u32,
     pub name: String,
+    pub system: String,
     pub endpoints: Vec<String>,
     pub machine: Machine,
     pub settings: String,
@@ -421,6 +424,7 @@ pub fn run(config: &WatchBenchConfig) -> Result<WatchBenchReport> {
     let report = WatchBenchReport {
         schema_version: SCHEMA_VERSION,
         name: config.name.clone(),
+        system: config.system.clone(),
         endpoints: config.endpoints.clone(),
         machine,
         settings: format!(
