@@ -103,6 +103,12 @@ bench-mvcc *ARGS:
     rm -rf results/mvcc
     cargo run --release -p workloads --bin workbench -- mvcc --out results/mvcc {{ARGS}}
 
+# metcd beside a real etcd (Debian's etcd-server, default settings): fresh 3-member clusters, never at the same time, alternating over rounds, one etcd v3 client; etcd's benchmark cases and YCSB A-F into results/vs-etcd/ (quiet machine). Example: just bench-vs-etcd redb,bitcask --rounds 3
+bench-vs-etcd ENGINES="redb" *ARGS:
+    cargo build --release -p cluster -p workloads
+    rm -rf results/vs-etcd
+    cargo run --release -p workloads --bin workbench -- vs-etcd --engines {{ENGINES}} --out results/vs-etcd {{ARGS}}
+
 # Watch fan-out, put-to-event latency and lease keep-alives on a fresh 3-member etcd, then on a fresh 3-node metcd of ENGINE (never both at once), into results/watch/ (run it on a quiet machine).
 bench-watch ENGINE="redb" *ARGS:
     cargo build --release -p cluster -p workloads

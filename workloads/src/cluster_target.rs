@@ -40,7 +40,7 @@ use engines::EngineKind;
 use tokio::runtime::Runtime;
 
 use crate::error::{Result, WorkloadError};
-use crate::results::{MemberFsyncs, ReplicationSummary};
+use crate::results::{MemberFsyncs, ReplicationSummary, process_cpu_seconds};
 use crate::space::disk_space;
 use crate::spec::{ReadConsistency, WorkloadSpec};
 use crate::target::{Client, Target, TargetStatus};
@@ -135,7 +135,8 @@ impl ClusterTarget {
     fn counters(&self) -> Result<(u64, Vec<MemberFsyncs>)> {
         let mut leader = 0;
         let mut members: Vec<MemberFsyncs> = Vec::new();
-        for endpoint in &self.endpoints {
+        let pids = self.member_pids();
+        for (i, endpoint) in self.endpoints.iter().enumerate() {
             let status = self
                 .runtime
                 .block_on(self.client.status_of(endpoint))
@@ -154,6 +155,8 @@ impl ClusterTarget {
                     endpoint: endpoint.clone(),
                     wal_fsyncs: status.wal_fsyncs,
                     wal_fsync_micros: status.wal_fsync_micros,
+                    // A spawned cluster's pids are in endpoint order.
+                    cpu_seconds: pids.get(i).copied().and_then(process_cpu_seconds),
                 });
             }
         }

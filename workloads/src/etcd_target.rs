@@ -26,14 +26,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{ConnectOptions, DeleteOptions, GetOptions};
+use etcd_client::{ConnectOptions, DeleteOptions, GetOptions, Txn, TxnOp};
 use tokio::runtime::Runtime;
 
 use crate::cluster_target::CLUSTER_DURABILITY;
 use crate::error::{Result, WorkloadError};
-use crate::results::{MemberFsyncs, ReplicationSummary};
+use crate::results::{MemberFsyncs, ReplicationSummary, process_cpu_seconds};
 use crate::spec::{ReadConsistency, WorkloadSpec};
 use crate::target::{Client, Target, TargetStatus};
+
+/// Operations per transaction etcd accepts by default (`--max-txn-ops`).
+const MAX_TXN_OPS: usize = 128;
 
 /// How long one request may take before the run fails.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,6 +61,11 @@ pub struct EtcdTarget {
     members: Vec<Member>,
     consistency: ReadConsistency,
     http: cluster::Client,
+    /// The members' process ids, in member order, when the harness started
+    /// them: their CPU time is then part of the results.
+    pids: Vec<u32>,
+    /// Writes as one-put transactions (etcd's benchmark `txn-put`).
+    txn_writes: bool,
 }
 
 fn target_error(name: &str, operation: &str, message: impl ToString) -> WorkloadError {
@@ -113,7 +121,21 @@ impl EtcdTarget {
             members,
             consistency,
             http,
+            pids: Vec::new(),
+            txn_writes: false,
         })
+    }
+
+    /// The members' pids (in member order), for CPU time per run.
+    pub fn with_pids(mut self, pids: Vec<u32>) -> EtcdTarget {
+        self.pids = pids;
+        self
+    }
+
+    /// Sends every update and insert as a transaction holding one put.
+    pub fn with_txn_writes(mut self, txn_writes: bool) -> EtcdTarget {
+        self.txn_writes = txn_writes;
+        self
     }
 
     /// Every member's WAL fsync count and time, and which member leads.
@@ -150,6 +172,7 @@ impl EtcdTarget {
                 endpoint: member.grpc.clone(),
                 wal_fsyncs: fsyncs as u64,
                 wal_fsync_micros: (seconds * 1e6) as u64,
+                cpu_seconds: self.pids.get(i).copied().and_then(process_cpu_seconds),
             });
         }
         Ok((leader, out))
@@ -163,7 +186,7 @@ impl Target for EtcdTarget {
 
     fn description(&self) -> String {
         format!(
-            "{} at {} through etcd's v3 gRPC API (the etcd-client crate, {} connection{}); {} reads",
+            "{} at {} through etcd's v3 gRPC API (the etcd-client crate, {} connection{}); {} reads{}",
             self.system,
             self.members
                 .iter()
@@ -172,7 +195,12 @@ impl Target for EtcdTarget {
                 .join(", "),
             self.clients.len(),
             if self.clients.len() == 1 { "" } else { "s" },
-            self.consistency.name()
+            self.consistency.name(),
+            if self.txn_writes {
+                "; writes as one-put transactions"
+            } else {
+                ""
+            }
         )
     }
 
@@ -181,6 +209,7 @@ impl Target for EtcdTarget {
             runtime: Arc::clone(&self.runtime),
             client: self.clients[thread % self.clients.len()].clone(),
             serializable: matches!(self.consistency, ReadConsistency::Serializable),
+            txn_writes: self.txn_writes,
             target: self.name.clone(),
         }))
     }
@@ -240,6 +269,7 @@ struct EtcdClient {
     runtime: Arc<Runtime>,
     client: etcd_client::Client,
     serializable: bool,
+    txn_writes: bool,
     target: String,
 }
 
@@ -249,10 +279,15 @@ impl EtcdClient {
     }
 
     fn put(&mut self, operation: &str, key: &[u8], value: &[u8]) -> Result<()> {
-        self.runtime
-            .block_on(self.client.put(key, value, None))
-            .map(|_| ())
-            .map_err(|e| self.failed(operation, e))
+        let done = if self.txn_writes {
+            let txn = Txn::new().and_then([TxnOp::put(key, value, None)]);
+            self.runtime.block_on(self.client.txn(txn)).map(|_| ())
+        } else {
+            self.runtime
+                .block_on(self.client.put(key, value, None))
+                .map(|_| ())
+        };
+        done.map_err(|e| self.failed(operation, e))
     }
 }
 
@@ -288,6 +323,25 @@ impl Client for EtcdClient {
             .block_on(self.client.get(start, Some(options)))
             .map_err(|e| self.failed("scan", e))?;
         Ok(response.kvs().len())
+    }
+
+    /// The load phase's batches as transactions of at most
+    /// [`MAX_TXN_OPS`] puts each (etcd's default `--max-txn-ops`), so
+    /// loading costs one Raft round per batch instead of one per record, on
+    /// etcd and metcd alike.
+    fn insert_batch(&mut self, records: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        for chunk in records.chunks(MAX_TXN_OPS) {
+            let txn = Txn::new().and_then(
+                chunk
+                    .iter()
+                    .map(|(k, v)| TxnOp::put(k.clone(), v.clone(), None))
+                    .collect::<Vec<_>>(),
+            );
+            self.runtime
+                .block_on(self.client.txn(txn))
+                .map_err(|e| self.failed("load", e))?;
+        }
+        Ok(())
     }
 
     fn delete(&mut self, key: &[u8], _durable: bool) -> Result<()> {

@@ -26,6 +26,8 @@
 //!   measured by the same client.
 //! * [`etcd_process`]: a real 3-member etcd (Debian's etcd-server) the
 //!   harness starts with its default settings, for comparisons.
+//! * [`vs_etcd`]: metcd beside a real etcd, alternating fresh clusters over
+//!   rounds, the same client and cases (`workbench vs-etcd`).
 //! * [`watch_bench`]: watch fan-out, put-to-event latency and lease
 //!   keep-alives on any etcd v3 server (`workbench watch`).
 //! * [`runner`]: load phase, then the measured run phase (closed or open
@@ -67,6 +69,7 @@ pub mod space;
 pub mod spec;
 pub mod suite;
 pub mod target;
+pub mod vs_etcd;
 pub mod watch_bench;
 
 pub use error::{Result, WorkloadError};

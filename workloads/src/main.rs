@@ -54,6 +54,10 @@ enum Command {
     /// put-to-event latency and lease keep-alives/s on any server of etcd's
     /// v3 API (real etcd or metcd's gRPC port).
     Watch(WatchArgs),
+    /// metcd beside a real etcd: fresh 3-member clusters of each, never at
+    /// the same time, alternating over rounds, the same etcd v3 client and
+    /// cases (etcd's benchmark put, range, txn-put; YCSB A-F).
+    VsEtcd(VsEtcdArgs),
     /// Internal: one workload on one engine inside a memory cgroup, started
     /// by `run` for memory-limited workloads.
     #[command(hide = true)]
@@ -255,6 +259,33 @@ struct MvccArgs {
 }
 
 #[derive(Args)]
+struct VsEtcdArgs {
+    /// metcd's engines, comma separated (each is a system of its own).
+    #[arg(long, default_value = "redb")]
+    engines: String,
+    /// Rounds; the systems alternate within each.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Measured seconds per case.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Warm-up seconds per case.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Keys loaded before each case.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Only these cases (comma separated names, e.g. put-1,range-l-64,ycsb-a).
+    #[arg(long)]
+    cases: Option<String>,
+    #[arg(long, default_value = "results/vs-etcd")]
+    out: PathBuf,
+    /// Where the clusters' data directories go (on the disk to measure).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct WatchArgs {
     /// The members' gRPC addresses of a running cluster, comma separated.
     #[arg(long, conflicts_with = "spawn", required_unless_present = "spawn")]
@@ -389,6 +420,39 @@ fn run(cli: Cli) -> Result<()> {
                 batch: args.batch,
                 rounds: args.rounds,
                 seed: 42,
+            })?;
+            Ok(())
+        }
+        Command::VsEtcd(args) => {
+            if args.rounds == 0
+                || args.keys == 0
+                || !(args.seconds.is_finite() && args.seconds > 0.0)
+                || !(args.warmup.is_finite() && args.warmup >= 0.0)
+            {
+                bail!(
+                    "--rounds and --keys must be at least 1, --seconds positive, --warmup not negative"
+                );
+            }
+            let mut cases =
+                workloads::vs_etcd::default_cases(args.keys, args.seconds, args.warmup)?;
+            if let Some(list) = &args.cases {
+                let wanted: Vec<&str> = list.split(',').map(str::trim).collect();
+                let known: Vec<String> = cases.iter().map(|c| c.spec.name.clone()).collect();
+                if let Some(unknown) = wanted.iter().find(|w| !known.iter().any(|k| k == *w)) {
+                    bail!(
+                        "unknown case '{unknown}'; the cases are {}",
+                        known.join(", ")
+                    );
+                }
+                cases.retain(|c| wanted.contains(&c.spec.name.as_str()));
+            }
+            workloads::vs_etcd::run(&workloads::vs_etcd::VsEtcdConfig {
+                out_dir: args.out,
+                data_dir: args.data_dir.unwrap_or_else(std::env::temp_dir),
+                engines: EngineKind::parse_list(&args.engines)?,
+                metcd: locate_metcd()?,
+                rounds: args.rounds,
+                cases,
             })?;
             Ok(())
         }

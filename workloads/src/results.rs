@@ -110,6 +110,10 @@ pub struct ReplicationSummary {
     /// Mean time of one WAL fdatasync on the leader during the run phase.
     pub leader_mean_wal_fdatasync_ns: Option<f64>,
     pub members: Vec<MemberFsyncs>,
+    /// CPU seconds (user + system) all members' processes used during the
+    /// run phase, when the harness knows their pids (it started them).
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
 }
 
 impl ReplicationSummary {
@@ -127,6 +131,12 @@ impl ReplicationSummary {
                 if let Some(b) = before.iter().find(|b| b.id == m.id) {
                     m.wal_fsyncs = m.wal_fsyncs.saturating_sub(b.wal_fsyncs);
                     m.wal_fsync_micros = m.wal_fsync_micros.saturating_sub(b.wal_fsync_micros);
+                    m.cpu_seconds = m
+                        .cpu_seconds
+                        .zip(b.cpu_seconds)
+                        .map(|(a, b)| (a - b).max(0.0));
+                } else {
+                    m.cpu_seconds = None;
                 }
                 m
             })
@@ -147,6 +157,7 @@ impl ReplicationSummary {
             leader_mean_wal_fdatasync_ns: leader
                 .filter(|m| m.wal_fsyncs > 0)
                 .map(|m| m.wal_fsync_micros as f64 * 1e3 / m.wal_fsyncs as f64),
+            cpu_seconds: members.iter().map(|m| m.cpu_seconds).sum::<Option<f64>>(),
             members,
         }
     }
@@ -162,6 +173,25 @@ pub struct MemberFsyncs {
     pub wal_fsyncs: u64,
     /// Microseconds spent in WAL fdatasync.
     pub wal_fsync_micros: u64,
+    /// The member process's CPU seconds (user + system), when its pid is
+    /// known: a running total in the counters, the run phase's share in a
+    /// summary.
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
+}
+
+/// CPU seconds (user + system) process `pid` has used, from
+/// `/proc/<pid>/stat`; `None` if it cannot be read.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| ticks as f64 / per_second as f64)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -163,3 +163,65 @@ fn workbench_watch_measures_a_real_etcd() {
     let table = std::fs::read_to_string(out.path().join("watch.md")).unwrap();
     assert!(table.contains("| etcd | 150 |"), "{table}");
 }
+
+/// `workbench vs-etcd` end to end on a tiny scale: a fresh etcd and a fresh
+/// metcd (memory engine), one round, two cases; every document, the median
+/// copies and the side-by-side table are written, and no server is left.
+#[test]
+fn vs_etcd_runs_both_systems_one_after_the_other() {
+    let metcd = std::path::Path::new(env!("CARGO_BIN_EXE_workbench")).with_file_name("metcd");
+    assert!(
+        metcd.is_file(),
+        "{} is missing: build it with `cargo build --release -p cluster`",
+        metcd.display()
+    );
+    let out = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_workbench"))
+        .args(["vs-etcd", "--engines", "memory", "--rounds", "1"])
+        .args(["--seconds", "0.5", "--warmup", "0", "--keys", "200"])
+        .args(["--cases", "put-1,range-l-1"])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "workbench vs-etcd failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for case in ["put-1", "range-l-1"] {
+        for system in ["etcd", "metcd-memory"] {
+            let doc = out.path().join(case).join(format!("{system}.json"));
+            assert!(doc.is_file(), "{} missing", doc.display());
+            assert!(
+                out.path()
+                    .join(case)
+                    .join("rounds")
+                    .join(format!("{system}-r1.json"))
+                    .is_file()
+            );
+        }
+    }
+    let table = std::fs::read_to_string(out.path().join("vs-etcd.md")).unwrap();
+    assert!(table.contains("| put-1 | metcd-memory |"), "{table}");
+    let put: ResultDocument = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("put-1").join("etcd.json")).unwrap(),
+    )
+    .unwrap();
+    let replication = put.replication.expect("fsyncs and CPU of etcd's members");
+    assert!(
+        replication.cpu_seconds.is_some_and(|c| c > 0.0),
+        "{replication:?}"
+    );
+    let leftover: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&*data.path().to_string_lossy()))
+        .collect();
+    assert!(leftover.is_empty(), "servers left running: {leftover:?}");
+}
