@@ -244,7 +244,19 @@ pub async fn serve(
     if let Err(e) = &loopback {
         tracing::error!(error = %e, "Lock and Election are not served: the gRPC listener has no local address");
     }
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // The builder's `tcp_nodelay` applies only to listeners it binds
+    // itself; connections from our own listener get it here. Without it,
+    // a small response waits for the client's delayed ACK (Nagle): a
+    // serializable range took about 40 ms at 64 clients.
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |stream| {
+            if let Ok(stream) = &stream {
+                let _ = stream.set_nodelay(true);
+            }
+            stream
+        },
+    );
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
