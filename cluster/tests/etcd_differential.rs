@@ -1250,3 +1250,109 @@ fn normaliser_replaces_ids_and_keeps_what_the_test_compares() {
         "{got}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Watch (its own test, so that it merges and fails on its own).
+
+/// How long one `etcdctl watch` runs before it is killed: it never ends on
+/// its own, and its replay from `--rev` arrives well within this.
+const WATCH_RUN: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl Session<'_> {
+    /// Runs `etcdctl watch ...` for [`WATCH_RUN`], then kills it, and
+    /// records what it printed (the exit shows as "timed out" on both
+    /// targets when it was still watching).
+    fn watch(&mut self, step: &str, args: &[&str]) {
+        let out = etcdctl(&self.endpoints(On::First), args, None, WATCH_RUN);
+        let normaliser = self.normaliser.clone();
+        self.record_ctl(step, On::First, args, None, &normaliser, &out);
+    }
+}
+
+/// The watch script: history written first, then watches from `--rev`
+/// (so what they print does not depend on when they registered), one of
+/// them running while more writes arrive, and one from a compacted
+/// revision.
+fn watch_script(target: &Target, dir: &Path) -> Vec<Record> {
+    let mut s = Session::new(target, dir);
+    s.ctl("put wa/1", On::First, &["put", "wa/1", "a"]); // 2
+    s.ctl("put wa/2", On::First, &["put", "wa/2", "b"]); // 3
+    s.ctl("put wa/1 again", On::First, &["put", "wa/1", "c"]); // 4
+    s.ctl("del wa/2", On::First, &["del", "wa/2"]); // 5
+    s.ctl("put wb", On::First, &["put", "wb", "other"]); // 6
+    s.watch(
+        "watch --rev --prefix",
+        &["watch", "--rev=2", "--prefix", "wa/"],
+    );
+    s.watch(
+        "watch --rev --prev-kv",
+        &["watch", "--rev=2", "--prev-kv", "wa/1"],
+    );
+    s.watch(
+        "watch --rev --prev-kv --prefix",
+        &["watch", "--rev=3", "--prev-kv", "--prefix", "wa/"],
+    );
+    s.watch("watch range", &["watch", "--rev=2", "wa/2", "wc"]);
+    // Live: the watch runs while two writes and a transaction arrive.
+    let endpoints = s.endpoints(On::First);
+    let live_args = ["watch", "--rev=7", "--prefix", "wl/"];
+    let live = std::thread::spawn(move || {
+        etcdctl(
+            &endpoints,
+            &live_args,
+            None,
+            WATCH_RUN + std::time::Duration::from_secs(2),
+        )
+    });
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    s.ctl("put wl/a", On::First, &["put", "wl/a", "1"]); // 7
+    s.ctl("put wl/b", On::First, &["put", "wl/b", "2"]); // 8
+    s.ctl_in(
+        "txn wl",
+        On::First,
+        &["txn"],
+        Some(&txn_input(&[], &["put wl/a 3", "put wl/c 4"], &[])),
+    ); // 9
+    let out = live.join().unwrap();
+    let normaliser = s.normaliser.clone();
+    s.record_ctl(
+        "watch live --prefix",
+        On::First,
+        &live_args,
+        None,
+        &normaliser,
+        &out,
+    );
+    s.ctl("compaction 5", On::First, &["compaction", "5"]);
+    s.watch("watch compacted --rev", &["watch", "--rev=3", "wa/1"]);
+    s.watch("watch at compaction --rev", &["watch", "--rev=5", "--prefix", "wa/"]);
+    s.records
+}
+
+#[test]
+fn etcdctl_watch_gives_the_same_normalised_output_on_both_targets() {
+    let reference = Running::etcd(MEMBERS);
+    let reference_dir = tempfile::tempdir().unwrap();
+    let left = watch_script(&reference.target, reference_dir.path());
+    if std::env::var_os("METCD_DIFF_SHOW").is_some() {
+        for record in &left {
+            println!("=== {}\n{}\n{}", record.step, record.command, record.output);
+        }
+    }
+    for engine in ["memory", "redb"] {
+        let other = other_target(engine);
+        let dir = tempfile::tempdir().unwrap();
+        let right = watch_script(&other.target, dir.path());
+        if let Err(report) = compare(&left, &right, &[]) {
+            panic!("etcdctl watch outputs differ between etcd and metcd on {engine}:\n{report}");
+        }
+    }
+    // The reference did watch: a broken set-up must not pass as "equal".
+    let output = |step: &str| &left.iter().find(|r| r.step == step).unwrap().output;
+    assert!(
+        output("watch --rev --prefix").contains("PUT\nwa/1\na\nPUT\nwa/2\nb\nPUT\nwa/1\nc\nDELETE\nwa/2\n"),
+        "{}",
+        output("watch --rev --prefix")
+    );
+    assert!(output("watch live --prefix").contains("wl/c\n4\n"));
+}

@@ -94,6 +94,10 @@ struct State {
 pub struct Staging {
     batch: WriteBatch,
     records: HashMap<Revision, Record>,
+    /// Every change staged, in revision order, for the watchers: unlike
+    /// `records`, a compaction staged later in the batch removes nothing
+    /// here, so a watcher sees each change the batch made.
+    changes: Vec<(Revision, Record)>,
     dirty: bool,
 }
 
@@ -111,6 +115,20 @@ impl Staging {
 #[must_use = "publish it once the batch is written"]
 pub struct Written {
     revision: i64,
+    changes: Vec<(Revision, Record)>,
+}
+
+impl Written {
+    /// The newest revision the batch holds.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The batch's changes in revision order (for the watch hub); taken
+    /// once, before the batch is published.
+    pub fn take_changes(&mut self) -> Vec<(Revision, Record)> {
+        std::mem::take(&mut self.changes)
+    }
 }
 
 /// History plus index over one engine. Cheap to share (`Arc`).
@@ -268,6 +286,68 @@ impl MvccStore {
             }
         }
         Ok((hasher.finalize(), current, compacted))
+    }
+
+    /// The history records of main revisions `from..=through` (at most
+    /// `through` = the published revision), oldest first: at most about
+    /// `limit` records, always whole revisions (one revision's changes are
+    /// never split, so a page may exceed `limit` by one revision's size).
+    /// Returns the records and the newest revision the page covers
+    /// completely. Watchers that fell behind catch up from here.
+    pub fn history(
+        &self,
+        from: i64,
+        through: i64,
+        limit: usize,
+    ) -> Result<(Vec<(Revision, Record)>, i64), MvccError> {
+        let (published, compacted) = {
+            let state = self.read_state();
+            (state.published, state.compacted)
+        };
+        let through = through.min(published);
+        if from > through {
+            return Ok((Vec::new(), through));
+        }
+        if from < compacted {
+            return Err(MvccError::Compacted);
+        }
+        let decode = |page: Vec<(Vec<u8>, Vec<u8>)>| {
+            page.into_iter()
+                .map(|(key, value)| {
+                    let revision = Revision::from_history_key(&key).ok_or_else(|| {
+                        MvccError::Corrupt(format!("history key {key:?} does not name a revision"))
+                    })?;
+                    let record = Record::decode(&value)
+                        .map_err(|e| MvccError::Corrupt(format!("at revision {revision}: {e}")))?;
+                    Ok((revision, record))
+                })
+                .collect::<Result<Vec<_>, MvccError>>()
+        };
+        let start = Revision::new(from.max(0), 0).history_key();
+        let end = Revision::new(through + 1, 0).history_key();
+        let limit = limit.max(1);
+        let mut records = decode(
+            self.engine
+                .scan(&KeyRange::half_open(start, end.clone()), limit)?,
+        )?;
+        if records.len() < limit {
+            return Ok((records, through));
+        }
+        // The page is full: its last revision may be cut short. Drop it,
+        // unless it is the only one, which is then read whole.
+        let last = records.last().map_or(from, |(r, _)| r.main);
+        if records.first().is_some_and(|(r, _)| r.main < last) {
+            records.retain(|(r, _)| r.main < last);
+            return Ok((records, last - 1));
+        }
+        let whole = decode(self.engine.scan(
+            &KeyRange::half_open(
+                Revision::new(last, 0).history_key(),
+                Revision::new(last + 1, 0).history_key(),
+            ),
+            usize::MAX,
+        )?)?;
+        Ok((whole, last))
     }
 
     /// The newest revision staged by the writer (published or not).
@@ -599,6 +679,7 @@ impl MvccStore {
 
     fn stage_record(&self, staging: &mut Staging, revision: Revision, record: Record) {
         staging.batch.put(revision.history_key(), record.encode());
+        staging.changes.push((revision, record.clone()));
         staging.records.insert(revision, record);
     }
 
@@ -706,6 +787,7 @@ impl MvccStore {
     pub fn take_batch(&self, staging: &mut Staging) -> (WriteBatch, Written) {
         let state = self.read_state();
         let mut batch = std::mem::take(&mut staging.batch);
+        let changes = std::mem::take(&mut staging.changes);
         staging.records.clear();
         staging.dirty = false;
         batch.put(CURRENT_KEY, state.staged.to_be_bytes().to_vec());
@@ -714,6 +796,7 @@ impl MvccStore {
             batch,
             Written {
                 revision: state.staged,
+                changes,
             },
         )
     }

@@ -220,6 +220,7 @@ pub fn start(
     // Client reads pass the install gate.
     let reader = sm.reader();
     let kv = sm.kv_reader();
+    let watch = sm.watch_hub();
     let removed = sm.removed();
     let fsyncs = wal.fsync_counter();
     let fsync_micros = wal.fsync_micros();
@@ -270,6 +271,7 @@ pub fn start(
         members,
         engine: reader,
         kv,
+        watch,
         removed,
         data_dir: config.data_dir.clone(),
         view,

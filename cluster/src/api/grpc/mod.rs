@@ -11,9 +11,10 @@
 //! | [`maintenance`] | the Maintenance service: status, alarms, hashes, snapshot, move-leader, defragment |
 //! | [`status`] | etcd's errors as gRPC codes and messages |
 //! | [`forward`] | a follower's writes sent on to the leader |
+//! | [`watch`] | the Watch service: one stream of watchers per call (`crate::watch`) |
 //!
-//! The Watch, Lease, Auth, Lock and Election services are not served: a
-//! call to them is answered `Unimplemented` by the gRPC router.
+//! The Lease, Auth, Lock and Election services are not served: a call to
+//! them is answered `Unimplemented` by the gRPC router.
 //!
 //! # One request, end to end
 //!
@@ -35,6 +36,7 @@ pub mod forward;
 pub mod kv;
 pub mod maintenance;
 pub mod status;
+pub mod watch;
 
 use std::future::Future;
 use std::time::Duration;
@@ -236,6 +238,7 @@ pub async fn serve(
         .add_service(PbClusterServer::new(cluster::ClusterService::new(
             api.clone(),
         )))
+        .add_service(etcd_client::proto::PbWatchServer::new(watch::WatchService::new(api.clone())))
         .add_service(PbMaintenanceServer::new(
             maintenance::MaintenanceService::new(api),
         ))
