@@ -570,6 +570,7 @@ async fn watch_features_match_etcd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_follower_that_installs_a_snapshot_keeps_its_watchers_whole() {
+    const PUTS: i64 = 300;
     let cluster = Cluster::start(
         3,
         "redb",
@@ -593,16 +594,22 @@ async fn a_follower_that_installs_a_snapshot_keeps_its_watchers_whole() {
     let from = created(&mut stream).await.revision + 1;
     let mut client = connect(&cluster.node(leader).grpc).await;
     let mut acked: HashMap<i64, String> = HashMap::new();
+    // 16 KiB values: more than the paused follower's socket buffers take,
+    // so the leader's messages to it are dropped and it needs a snapshot.
+    let value = "v".repeat(16 * 1024);
     {
         let _paused = common::Paused::pause(&cluster, vec![follower]);
-        for i in 0..150 {
-            let r = client.put(format!("n/{i}"), "v", None).await.unwrap();
+        for i in 0..PUTS {
+            let r = client
+                .put(format!("n/{i}"), value.as_str(), None)
+                .await
+                .unwrap();
             acked.insert(r.header().unwrap().revision(), format!("n/{i}"));
         }
         let status = cluster.status(leader).await.unwrap();
         assert!(status.first_log_index > 100, "{status:?}");
     }
-    let through = from + 149;
+    let through = from + PUTS - 1;
     let replies = until(&mut stream, through, Duration::from_secs(30)).await;
     let seen = by_revision(&replies);
     assert_eq!(
