@@ -94,11 +94,11 @@ use serde::{Deserialize, Serialize};
 pub use crate::command::{Applied, Command, CommandResponse};
 use crate::consistent_export::{self, ExportError, ExportOverlay};
 use crate::install_gate::{GatedEngine, InstallGate};
-use crate::mvcc::txn::{RangeRequest, RangeResponse};
 use crate::mvcc::kv::Record;
+use crate::mvcc::txn::{RangeRequest, RangeResponse};
 use crate::mvcc::{KeyValue, MvccError, MvccStore, OpenStats, Revision, Staging};
-use crate::watch::WatchHub;
 use crate::raft::identity::ClusterId;
+use crate::watch::WatchHub;
 
 const APPLIED_KEY: &[u8] = b"m/applied";
 /// The layout of the engine's keys; absent in engines written before MVCC.

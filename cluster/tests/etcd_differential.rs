@@ -1325,7 +1325,10 @@ fn watch_script(target: &Target, dir: &Path) -> Vec<Record> {
     );
     s.ctl("compaction 5", On::First, &["compaction", "5"]);
     s.watch("watch compacted --rev", &["watch", "--rev=3", "wa/1"]);
-    s.watch("watch at compaction --rev", &["watch", "--rev=5", "--prefix", "wa/"]);
+    s.watch(
+        "watch at compaction --rev",
+        &["watch", "--rev=5", "--prefix", "wa/"],
+    );
     s.records
 }
 
@@ -1350,7 +1353,8 @@ fn etcdctl_watch_gives_the_same_normalised_output_on_both_targets() {
     // The reference did watch: a broken set-up must not pass as "equal".
     let output = |step: &str| &left.iter().find(|r| r.step == step).unwrap().output;
     assert!(
-        output("watch --rev --prefix").contains("PUT\nwa/1\na\nPUT\nwa/2\nb\nPUT\nwa/1\nc\nDELETE\nwa/2\n"),
+        output("watch --rev --prefix")
+            .contains("PUT\nwa/1\na\nPUT\nwa/2\nb\nPUT\nwa/1\nc\nDELETE\nwa/2\n"),
         "{}",
         output("watch --rev --prefix")
     );

@@ -3,24 +3,24 @@
 //!
 //! What each test proves:
 //!
-//! * [`replay_then_live_under_concurrent_writers_loses_and_repeats_nothing`]:
+//! * `replay_then_live_under_concurrent_writers_loses_and_repeats_nothing`:
 //!   a watcher created at an old revision gets history and then live
 //!   events while 4 writers (puts, deletes, 3-put transactions, through
 //!   all members) run: revisions strictly increase across responses, no
 //!   revision is split across responses, and the events equal, revision
 //!   by revision, what the writers were acknowledged; replaying them gives
 //!   the Range at the last revision.
-//! * [`a_slow_watcher_neither_blocks_writes_nor_misses_events`]: a watcher
+//! * `a_slow_watcher_neither_blocks_writes_nor_misses_events`: a watcher
 //!   that reads nothing while 20,000 puts are acknowledged does not hold
 //!   them up, and then receives every one of them, in order.
-//! * [`watch_features_match_etcd`]: a transaction's puts in one response,
+//! * `watch_features_match_etcd`: a transaction's puts in one response,
 //!   prev_kv, the NOPUT/NODELETE filters, cancel, progress requests and
 //!   periodic progress notifications, client-chosen and duplicate ids, a
 //!   compacted start revision, fragmentation, and a watch on a follower.
-//! * [`a_follower_that_installs_a_snapshot_keeps_its_watchers_whole`]: a
+//! * `a_follower_that_installs_a_snapshot_keeps_its_watchers_whole`: a
 //!   follower paused while the leader compacts its log catches up through
 //!   a snapshot; a watcher on it still gets every event, once, in order.
-//! * [`http_watch_streams_json_lines`]: `GET /<key>?watch=true&rev=N`
+//! * `http_watch_streams_json_lines`: `GET /<key>?watch=true&rev=N`
 //!   replays and streams one JSON line per change, with prev_kv and
 //!   prefixes, and ends with the compaction error when due.
 
@@ -245,11 +245,7 @@ async fn replay_then_live_under_concurrent_writers_loses_and_repeats_nothing() {
     let mut stream = client
         .watch(
             "w/",
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(start),
-            ),
+            Some(WatchOptions::new().with_prefix().with_start_revision(start)),
         )
         .await
         .unwrap();
@@ -362,12 +358,8 @@ async fn a_slow_watcher_neither_blocks_writes_nor_misses_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn watch_features_match_etcd() {
-    let cluster = Cluster::start(
-        3,
-        "memory",
-        &["--watch-progress-notify-interval-ms", "300"],
-    )
-    .await;
+    let cluster =
+        Cluster::start(3, "memory", &["--watch-progress-notify-interval-ms", "300"]).await;
     let leader = cluster.wait_leader().await;
     let follower = common::followers(&cluster, leader)[0];
     let mut client = connect(&cluster.node(leader).grpc).await;
@@ -402,14 +394,19 @@ async fn watch_features_match_etcd() {
     assert!(canceled.canceled && canceled.watch_id == 0, "{canceled:?}");
     client.put("t/d", "4", None).await.unwrap();
     assert!(
-        next(&mut stream, Duration::from_millis(500)).await.is_none(),
+        next(&mut stream, Duration::from_millis(500))
+            .await
+            .is_none(),
         "an event after cancel"
     );
 
     // Client-chosen ids on the same stream; a duplicate is refused as
     // etcd refuses it.
     stream
-        .watch("p/", Some(WatchOptions::new().with_prefix().with_watch_id(7)))
+        .watch(
+            "p/",
+            Some(WatchOptions::new().with_prefix().with_watch_id(7)),
+        )
         .await
         .unwrap();
     assert_eq!(created(&mut stream).await.watch_id, 7);
@@ -469,8 +466,7 @@ async fn watch_features_match_etcd() {
         .flat_map(|r| r.events)
         .collect();
     assert!(only.len() == 1 && !only[0].put, "{only:?}");
-    let mut no_delete =
-        watch(WatchOptions::new().with_filters([WatchFilterType::NoDelete])).await;
+    let mut no_delete = watch(WatchOptions::new().with_filters([WatchFilterType::NoDelete])).await;
     client.put("p/a", "3", None).await.unwrap();
     let only: Vec<Seen> = until(&mut no_delete, last + 1, Duration::from_secs(10))
         .await
@@ -498,7 +494,13 @@ async fn watch_features_match_etcd() {
 
     // A start revision below the compaction point: created, then canceled
     // with the compaction revision.
-    let now = client.put("c", "x", None).await.unwrap().header().unwrap().revision();
+    let now = client
+        .put("c", "x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
     client.compact(now, None).await.unwrap();
     let mut old = client
         .watch("p/a", Some(WatchOptions::new().with_start_revision(from)))
@@ -522,7 +524,10 @@ async fn watch_features_match_etcd() {
     let big = "b".repeat(500 * 1024);
     let mut first_big = 0;
     for i in 0..4 {
-        let r = client.put(format!("f/{i}"), big.as_str(), None).await.unwrap();
+        let r = client
+            .put(format!("f/{i}"), big.as_str(), None)
+            .await
+            .unwrap();
         if i == 0 {
             first_big = r.header().unwrap().revision();
         }
@@ -716,10 +721,19 @@ async fn http_watch_streams_json_lines() {
     // Live: a write after the replay comes down the same stream.
     client.put("h/c", "live", None).await.unwrap();
     let live = watch.next().await.unwrap();
-    assert_eq!((live["key"].as_str(), live["value"].as_str()), (Some("h/c"), Some("live")));
+    assert_eq!(
+        (live["key"].as_str(), live["value"].as_str()),
+        (Some("h/c"), Some("live"))
+    );
 
     // A compacted start: the created line, then the error line, then the end.
-    let now = client.put("x", "y", None).await.unwrap().header().unwrap().revision();
+    let now = client
+        .put("x", "y", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
     client.compact(now, None).await.unwrap();
     let (_, mut old) = HttpWatch::open(&address, &format!("/h/a?watch=true&rev={from}")).await;
     assert_eq!(old.next().await.unwrap()["created"], true);
@@ -729,11 +743,17 @@ async fn http_watch_streams_json_lines() {
         "etcdserver: mvcc: required revision has been compacted"
     );
     assert_eq!(end["compact_revision"], now);
-    assert!(old.next().await.is_none(), "the stream ends after the error");
+    assert!(
+        old.next().await.is_none(),
+        "the stream ends after the error"
+    );
 
     // Bad parameters are a 400 before any streaming.
     let (status, mut bad) = HttpWatch::open(&address, "/h/a?watch=true&limit=3").await;
     assert_eq!(status, 400);
     let body = bad.next().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("a watch accepts"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("a watch accepts"),
+        "{body}"
+    );
 }

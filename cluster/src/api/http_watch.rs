@@ -169,9 +169,10 @@ fn line(value: Value) -> Bytes {
 /// The lines of one hub message, and whether the stream ends after them.
 fn lines(kv: &KvReader, message: Outgoing) -> (Vec<Bytes>, bool) {
     match message {
-        Outgoing::Created { revision, .. } => {
-            (vec![line(json!({"created": true, "revision": revision}))], false)
-        }
+        Outgoing::Created { revision, .. } => (
+            vec![line(json!({"created": true, "revision": revision}))],
+            false,
+        ),
         Outgoing::Refused { reason, .. } => (vec![line(json!({ "error": reason }))], true),
         Outgoing::Canceled {
             compact_revision, ..

@@ -287,7 +287,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         body_timeout: Duration::from_millis(args.body_timeout_ms),
         header_read_timeout: Duration::from_millis(args.header_read_timeout_ms.max(1)),
         max_queued_requests: args.max_queued_requests,
-        watch_progress_interval: Duration::from_millis(args.watch_progress_notify_interval_ms.max(1)),
+        watch_progress_interval: Duration::from_millis(
+            args.watch_progress_notify_interval_ms.max(1),
+        ),
     };
     let mut exit = node.exit.clone();
     let outcome = node.exit.clone();

@@ -88,7 +88,10 @@ mod tests {
             value: b"v".to_vec(),
         };
         let events = events_of(vec![
-            (Revision::new(7, 0), Record::Tombstone { key: b"k".to_vec() }),
+            (
+                Revision::new(7, 0),
+                Record::Tombstone { key: b"k".to_vec() },
+            ),
             (Revision::new(5, 0), put),
         ]);
         assert_eq!(events[0].kind, EventKind::Put);

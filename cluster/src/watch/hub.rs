@@ -189,11 +189,7 @@ impl WatchHub {
     pub fn counts(&self) -> (usize, usize, usize) {
         let state = self.shared.lock();
         let synced = state.watchers.values().filter(|w| w.synced).count();
-        (
-            synced,
-            state.watchers.len() - synced,
-            state.streams.len(),
-        )
+        (synced, state.watchers.len() - synced, state.streams.len())
     }
 
     /// The store reader the hub reads history with (for prev_kv).

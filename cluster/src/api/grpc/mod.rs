@@ -238,7 +238,9 @@ pub async fn serve(
         .add_service(PbClusterServer::new(cluster::ClusterService::new(
             api.clone(),
         )))
-        .add_service(etcd_client::proto::PbWatchServer::new(watch::WatchService::new(api.clone())))
+        .add_service(etcd_client::proto::PbWatchServer::new(
+            watch::WatchService::new(api.clone()),
+        ))
         .add_service(PbMaintenanceServer::new(
             maintenance::MaintenanceService::new(api),
         ))
