@@ -13,6 +13,10 @@
 //! * `a_slow_watcher_neither_blocks_writes_nor_misses_events`: a watcher
 //!   that reads nothing while 20,000 puts are acknowledged does not hold
 //!   them up, and then receives every one of them, in order.
+//! * `a_watcher_left_behind_by_compaction_is_canceled_after_what_it_was_sent`:
+//!   a watcher set aside, then overtaken by a compaction, receives what it
+//!   had been sent, gapless, and then `canceled` with the compaction
+//!   revision.
 //! * `watch_features_match_etcd`: a transaction's puts in one response,
 //!   prev_kv, the NOPUT/NODELETE filters, cancel, progress requests and
 //!   periodic progress notifications, client-chosen and duplicate ids, a
@@ -366,6 +370,51 @@ async fn a_slow_watcher_neither_blocks_writes_nor_misses_events() {
         "{PUTS} puts in {took:?} with a watcher that did not read; then {} responses delivered",
         replies.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watcher_left_behind_by_compaction_is_canceled_after_what_it_was_sent() {
+    const PUTS: usize = 5_000;
+    let cluster = Cluster::start(3, "memory", &[]).await;
+    let leader = cluster.wait_leader().await;
+    let endpoint = cluster.node(leader).grpc.clone();
+    let mut watcher = connect(&endpoint).await;
+    let mut behind = watcher
+        .watch("z/", Some(WatchOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let from = created(&mut behind).await.revision + 1;
+    // 4 KiB values, not read: the watcher is set aside long before the end.
+    let value = "z".repeat(4096);
+    let mut client = connect(&endpoint).await;
+    let mut last = 0;
+    for i in 0..PUTS {
+        let r = client
+            .put(format!("z/{}", i % 50), value.as_str(), None)
+            .await
+            .unwrap();
+        last = r.header().unwrap().revision();
+    }
+    client.compact(last, None).await.unwrap();
+    // What it was sent before the compaction arrives whole and in order;
+    // then it is canceled with the compaction revision.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut replies = Vec::new();
+    let canceled = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let reply = next(&mut behind, left)
+            .await
+            .expect("the watcher was neither served nor canceled");
+        if reply.canceled {
+            break reply;
+        }
+        replies.push(reply);
+    };
+    assert_eq!(canceled.compact_revision, last, "{canceled:?}");
+    let seen = by_revision(&replies);
+    let through = seen.keys().last().copied().unwrap_or(from - 1);
+    assert!(through < last, "it was behind: it got up to {through} of {last}");
+    assert_every_revision(&seen, from, through);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
