@@ -13,6 +13,12 @@
 //! [`MvccStore::publish`], which makes the new revision visible to readers.
 //! Reads ([`MvccStore::range`]) may come from any thread at any time.
 //!
+//! The batch's changes also leave, in revision order, through
+//! [`Written::take_changes`]: the state machine hands them to the watch
+//! hub (`crate::watch`) once they are published. Watchers that fell behind
+//! read the same changes back from the engine with [`MvccStore::history`],
+//! in pages of whole revisions.
+//!
 //! # Invariants
 //!
 //! * A reader never sees a revision that is not in the engine: readers read
@@ -892,5 +898,79 @@ fn finish_range(request: &RangeRequest, kvs: &mut Vec<KeyValue>, response: &mut 
         for kv in kvs.iter_mut() {
             kv.value.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str) -> RequestOp {
+        RequestOp::Put(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            ..PutRequest::default()
+        })
+    }
+
+    /// History pages hold whole revisions only, and say how far they go;
+    /// the batch's changes are handed out once, in order.
+    #[test]
+    fn history_pages_never_split_a_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engines::open_shared(
+            engines::EngineKind::Memory,
+            dir.path(),
+            &engines::EngineOptions::default(),
+        )
+        .unwrap();
+        let (store, _) = MvccStore::open(engine).unwrap();
+        let mut staging = Staging::new();
+        let txn = TxnRequest {
+            compare: vec![],
+            success: vec![put("a"), put("b"), put("c")],
+            failure: vec![],
+        };
+        store.txn(&mut staging, &txn).unwrap(); // 2.0, 2.1, 2.2
+        for key in ["d", "e"] {
+            store
+                .put(
+                    &mut staging,
+                    PutRequest {
+                        key: key.as_bytes().to_vec(),
+                        ..PutRequest::default()
+                    },
+                )
+                .unwrap(); // 3, 4
+        }
+        let (batch, mut written) = store.take_batch(&mut staging);
+        let changes: Vec<Revision> = written.take_changes().iter().map(|(r, _)| *r).collect();
+        assert_eq!(changes.len(), 5);
+        assert!(changes.windows(2).all(|w| w[0] < w[1]));
+        assert!(written.take_changes().is_empty());
+        store
+            .engine()
+            .write_batch(batch, WriteOptions::BUFFERED)
+            .unwrap();
+        store.publish(written);
+
+        let mains =
+            |page: &[(Revision, Record)]| page.iter().map(|(r, _)| r.main).collect::<Vec<_>>();
+        // A page cut inside revision 2 reads revision 2 whole.
+        let (page, covered) = store.history(2, 4, 2).unwrap();
+        assert_eq!((mains(&page), covered), (vec![2, 2, 2], 2));
+        // A page cut inside revision 3 ends before it.
+        let (page, covered) = store.history(2, 4, 4).unwrap();
+        assert_eq!((mains(&page), covered), (vec![2, 2, 2], 2));
+        let (page, covered) = store.history(3, 9, 100).unwrap();
+        assert_eq!((mains(&page), covered), (vec![3, 4], 4));
+        let (page, covered) = store.history(5, 4, 100).unwrap();
+        assert_eq!((page.len(), covered), (0, 4));
+        store.compact(&mut staging, 3).unwrap();
+        store.commit(&mut staging, WriteOptions::BUFFERED).unwrap();
+        assert!(matches!(
+            store.history(2, 4, 100),
+            Err(MvccError::Compacted)
+        ));
     }
 }
