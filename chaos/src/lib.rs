@@ -27,6 +27,7 @@
 //! | [`history`] | the recorded operations and their outcomes |
 //! | [`linearizability`] | the checker |
 //! | [`run`] | one run from start to verdict |
+//! | [`watch_check`] | a watcher per node through the faults, and etcd's watch guarantees |
 //! | [`report`] | totals over runs, as JSON and Markdown |
 //!
 //! The `chaos` binary runs randomized runs (`just chaos`); the integration
@@ -48,4 +49,5 @@ pub mod nodes;
 pub mod proxy;
 pub mod report;
 pub mod run;
+pub mod watch_check;
 pub mod workload;

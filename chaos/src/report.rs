@@ -34,6 +34,12 @@ pub struct Totals {
     pub errors: usize,
     pub longest_unavailability_ms: u64,
     pub leader_changes: u64,
+    /// Runs whose watchers saw a watch guarantee broken.
+    #[serde(default)]
+    pub watch_violations: usize,
+    /// Events the runs' watchers received.
+    #[serde(default)]
+    pub watch_events: usize,
 }
 
 impl Totals {
@@ -50,6 +56,8 @@ impl Totals {
             .longest_unavailability_ms
             .max(run.longest_unavailability_ms);
         self.leader_changes += run.leader_changes;
+        self.watch_violations += usize::from(!run.watch_violations.is_empty());
+        self.watch_events += run.watch_events;
     }
 }
 
@@ -106,6 +114,11 @@ impl Report {
             t.errors,
             t.longest_unavailability_ms,
             t.leader_changes
+        );
+        let _ = writeln!(
+            md,
+            "Watch (a watcher per node, resuming after every break): {} events received, {} runs with a broken watch guarantee.\n",
+            t.watch_events, t.watch_violations
         );
         let _ = writeln!(md, "## By engine and fault\n");
         let _ = writeln!(

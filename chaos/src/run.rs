@@ -17,6 +17,9 @@
 //!    own engine; the applied index is read again after the hash, so the
 //!    hash is of that index. (The hash covers the workload's keys only;
 //!    metcd has no range read to hash the whole store.)
+//! 7. **Watches kept their guarantees** ([`crate::watch_check`]): a watcher
+//!    per node, resuming after every break, received every revision once,
+//!    in order, whole, with the right prev_kv and every acknowledged put.
 //!
 //! A run's outcome is data ([`RunOutcome`]), not a panic: a violation, a
 //! divergence or a harness error is recorded with the seed that reproduces
@@ -38,6 +41,7 @@ use crate::http;
 use crate::linearizability::{self, Budget, Verdict};
 use crate::nemesis::{self, FaultKind};
 use crate::nodes::{self, NodeOptions, Nodes, Status, statuses};
+use crate::watch_check::{self, Until};
 use crate::workload::{self, Shared, WorkloadOptions, path_of};
 
 /// What one run does.
@@ -140,18 +144,32 @@ pub struct RunOutcome {
     pub error: Option<String>,
     /// Where the logs of a failed run were kept.
     pub kept: Option<String>,
+    /// Events the per-node watchers received, in total.
+    #[serde(default)]
+    pub watch_events: usize,
+    /// Times a watcher's stream broke and it resumed.
+    #[serde(default)]
+    pub watch_resumes: u64,
+    /// Broken watch guarantees, one line each.
+    #[serde(default)]
+    pub watch_violations: Vec<String>,
 }
 
 impl RunOutcome {
     /// A violation, a divergence or a harness error.
     pub fn failed(&self) -> bool {
-        self.verdict == Verdict::NotLinearizable || !self.converged || self.error.is_some()
+        self.verdict == Verdict::NotLinearizable
+            || !self.converged
+            || self.error.is_some()
+            || !self.watch_violations.is_empty()
     }
 
     /// One line for the console.
     pub fn line(&self) -> String {
         let status = if self.verdict == Verdict::NotLinearizable {
             "VIOLATION"
+        } else if !self.watch_violations.is_empty() {
+            "WATCH VIOLATION"
         } else if self.error.is_some() {
             "ERROR"
         } else if !self.converged {
@@ -162,7 +180,7 @@ impl RunOutcome {
             "ok"
         };
         format!(
-            "{:<8} {:<16} seed {:<20} {:>5} ops {:>4} acked {:>3} unknown  leader changes {:>2}  unavailable {:>5} ms  {:>5.1} s  {status}",
+            "{:<8} {:<16} seed {:<20} {:>5} ops {:>4} acked {:>3} unknown  leader changes {:>2}  unavailable {:>5} ms  watch {:>5} events {:>2} resumes  {:>5.1} s  {status}",
             self.engine,
             self.fault.name(),
             self.seed,
@@ -171,6 +189,8 @@ impl RunOutcome {
             self.unknown,
             self.leader_changes,
             self.longest_unavailability_ms,
+            self.watch_events,
+            self.watch_resumes,
             self.elapsed_ms as f64 / 1000.0,
         )
     }
@@ -183,6 +203,9 @@ impl RunOutcome {
         );
         for v in &self.violations {
             out.push_str(v);
+        }
+        for v in &self.watch_violations {
+            out.push_str(&format!("{v}\n"));
         }
         if let Some(d) = &self.divergence {
             out.push_str(&format!("divergence: {d}\n"));
@@ -229,6 +252,9 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         messages_dropped: 0,
         error: None,
         kept: None,
+        watch_events: 0,
+        watch_resumes: 0,
+        watch_violations: Vec::new(),
     };
     if let Err(err) = exercise(config, &mut nodes, &mut outcome).await {
         outcome.error = Some(format!("{err:#}"));
@@ -279,6 +305,13 @@ async fn exercise(
         keys: keys.clone(),
         timeout: CLIENT_TIMEOUT,
     });
+    // One watcher per node, from revision 1, through every fault.
+    let until = Arc::new(Until::default());
+    let watchers: Vec<_> = nodes
+        .grpc_clients()
+        .into_iter()
+        .map(|node| tokio::spawn(watch_check::watch(node, until.clone())))
+        .collect();
     let client_tasks: Vec<_> = (0..config.clients)
         .map(|id| {
             tokio::spawn(workload::client(
@@ -312,6 +345,7 @@ async fn exercise(
         history.push(final_read(&shared, key).await?);
     }
     tally(&history, outcome);
+    check_watches(&nodes.grpc_clients(), &history, watchers, &until, outcome).await?;
     let report = linearizability::check(&history, Budget::default());
     outcome.verdict = report.verdict();
     outcome.violations = report.violations().iter().map(|e| e.to_string()).collect();
@@ -431,6 +465,59 @@ async fn final_read(shared: &Shared, key: &str) -> anyhow::Result<Operation> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     anyhow::bail!("the final read of {key} never succeeded (last: {last})")
+}
+
+/// How long the watchers may take, after healing, to reach the final
+/// revision.
+const WATCH_WAIT: Duration = Duration::from_secs(30);
+
+/// Lets the watchers reach the store's final revision, then checks what
+/// they received against the acknowledged writes.
+async fn check_watches(
+    grpc: &[SocketAddr],
+    history: &[Operation],
+    watchers: Vec<tokio::task::JoinHandle<watch_check::WatchLog>>,
+    until: &Until,
+    outcome: &mut RunOutcome,
+) -> anyhow::Result<()> {
+    let target = watch_check::current_revision(grpc).await;
+    until
+        .target
+        .store(target.unwrap_or(i64::MAX), Ordering::Release);
+    let deadline = Instant::now() + WATCH_WAIT;
+    let mut logs = Vec::new();
+    for watcher in watchers {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut watcher = watcher;
+        let log = match tokio::time::timeout(left, &mut watcher).await {
+            Ok(log) => log?,
+            Err(_) => {
+                until.give_up.store(true, Ordering::Release);
+                watcher.await?
+            }
+        };
+        logs.push(log);
+    }
+    let Some(target) = target else {
+        outcome
+            .watch_violations
+            .push("the final revision could not be read for the watch check".into());
+        return Ok(());
+    };
+    let acknowledged: Vec<(String, Vec<u8>)> = history
+        .iter()
+        .filter_map(|op| match (&op.input, &op.outcome) {
+            (Input::Put(value), Outcome::Completed { .. }) => Some((
+                op.key.clone(),
+                crate::history::encode_value(*value).into_bytes(),
+            )),
+            _ => None,
+        })
+        .collect();
+    outcome.watch_events = logs.iter().map(|l| l.events.len()).sum();
+    outcome.watch_resumes = logs.iter().map(|l| l.resumes).sum();
+    outcome.watch_violations = watch_check::check(&logs, &acknowledged, target);
+    Ok(())
 }
 
 fn tally(history: &[Operation], outcome: &mut RunOutcome) {

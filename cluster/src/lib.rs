@@ -83,6 +83,7 @@ pub mod metrics;
 pub mod mvcc;
 pub mod raft;
 pub mod state_machine;
+pub mod watch;
 
 pub use client::Client;
 pub use raft::{NodeConfig, NodeHandle, NodeStatus};

@@ -105,9 +105,11 @@ pub use crate::command::{Applied, Command, CommandResponse};
 use crate::consistent_export::{self, ExportError, ExportOverlay};
 use crate::install_gate::{GatedEngine, InstallGate};
 use crate::lease::{LeaseTable, Lessor, record as lease_record};
+use crate::mvcc::kv::Record;
 use crate::mvcc::txn::{DeleteRangeRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest};
-use crate::mvcc::{KeyValue, MvccError, MvccStore, OpenStats, Staging};
+use crate::mvcc::{KeyValue, MvccError, MvccStore, OpenStats, Revision, Staging};
 use crate::raft::identity::ClusterId;
+use crate::watch::WatchHub;
 
 const APPLIED_KEY: &[u8] = b"m/applied";
 /// The layout of the engine's keys; absent in engines written before MVCC.
@@ -197,6 +199,8 @@ pub struct StateMachine {
     /// etcd's leases: the table this state machine applies to, shared with
     /// the expiry thread and the API.
     lessor: Arc<Lessor>,
+    /// Where every committed batch's changes go for the watchers.
+    watch: WatchHub,
 }
 
 /// Test-only hook: a pause in the middle of a snapshot install (after the
@@ -312,6 +316,18 @@ impl KvReader {
     pub fn compacted_revision(&self) -> i64 {
         self.mvcc.compacted_revision()
     }
+
+    /// History records of revisions `from..=through`, whole revisions, about
+    /// `limit` records (see [`MvccStore::history`]); for watchers catching up.
+    pub fn history(
+        &self,
+        from: i64,
+        through: i64,
+        limit: usize,
+    ) -> Result<(Vec<(Revision, Record)>, i64), MvccError> {
+        let _shared = self.gate.read()?;
+        self.mvcc.history(from, through, limit)
+    }
 }
 
 impl StateMachine {
@@ -327,11 +343,19 @@ impl StateMachine {
             elapsed_ms = open_stats.elapsed.as_millis() as u64,
             "rebuilt the MVCC key index from the history"
         );
+        let mvcc = Arc::new(mvcc);
+        let gate = Arc::new(InstallGate::new(
+            crate::api::http::ApiConfig::default().request_timeout,
+        ));
+        let watch = WatchHub::start(KvReader {
+            mvcc: Arc::clone(&mvcc),
+            gate: Arc::clone(&gate),
+        });
         let mut sm = StateMachine {
             engine,
             applied_index: 0,
             applied_term: 0,
-            mvcc: Arc::new(mvcc),
+            mvcc,
             mvcc_staging: Staging::new(),
             open_stats,
             format_written: false,
@@ -341,10 +365,9 @@ impl StateMachine {
             removed: Removed::default(),
             staged: Staged::default(),
             overlay: Arc::default(),
-            gate: Arc::new(InstallGate::new(
-                crate::api::http::ApiConfig::default().request_timeout,
-            )),
+            gate,
             lessor: Arc::default(),
+            watch,
         };
         // Test-only hooks are read once, here, at start.
         let _ = test_only_install_pause();
@@ -388,6 +411,11 @@ impl StateMachine {
             mvcc: Arc::clone(&self.mvcc),
             gate: Arc::clone(&self.gate),
         }
+    }
+
+    /// The watchers of this member's store (see [`crate::watch`]).
+    pub fn watch_hub(&self) -> WatchHub {
+        self.watch.clone()
     }
 
     /// What rebuilding the MVCC key index cost when it was last rebuilt.
@@ -434,6 +462,9 @@ impl StateMachine {
     pub fn reload(&mut self) -> Result<(), StateMachineError> {
         self.open_stats = self.mvcc.reload()?;
         self.mvcc_staging = Staging::new();
+        // The revisions the new content skipped over are in its history:
+        // every watcher catches up from there.
+        self.watch.reset(self.mvcc.current_revision());
         self.reload_metadata()?;
         self.rebuild_leases()
     }
@@ -683,7 +714,9 @@ impl StateMachine {
         }
         let _timer = crate::metrics::BACKEND_COMMIT.start_timer();
         let staged = std::mem::take(&mut self.staged);
-        let (mut batch, written) = self.mvcc.take_batch(&mut self.mvcc_staging);
+        let (mut batch, mut written) = self.mvcc.take_batch(&mut self.mvcc_staging);
+        let changes = written.take_changes();
+        let revision = written.revision();
         for op in staged.batch.into_ops() {
             match op {
                 BatchOp::Put { key, value } => batch.put(key, value),
@@ -699,6 +732,9 @@ impl StateMachine {
         self.write(batch)?;
         self.format_written = true;
         self.mvcc.publish(written);
+        // Handed off, never waited for: the watchers are served by the
+        // hub's own thread.
+        self.watch.publish(revision, changes);
         Ok(())
     }
     // ANCHOR_END: state_machine_apply

@@ -1380,3 +1380,279 @@ fn etcdctl_lease_commands_give_the_same_normalised_output() {
     assert!(output(&left, "lease revoke again").contains("requested lease not found"));
     assert!(output(&left, "get with lease").contains("\"lease\":<lease>,"));
 }
+
+// ---------------------------------------------------------------------------
+// Watch (its own test, so that it merges and fails on its own).
+
+/// How long one `etcdctl watch` runs before it is killed: it never ends on
+/// its own, and its replay from `--rev` arrives well within this.
+const WATCH_RUN: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl Session<'_> {
+    /// Runs `etcdctl watch ...` for [`WATCH_RUN`], then kills it, and
+    /// records what it printed (the exit shows as "timed out" on both
+    /// targets when it was still watching).
+    fn watch(&mut self, step: &str, args: &[&str]) {
+        let out = etcdctl(&self.endpoints(On::First), args, None, WATCH_RUN);
+        let normaliser = self.normaliser.clone();
+        self.record_ctl(step, On::First, args, None, &normaliser, &out);
+    }
+}
+
+/// The watch script: history written first, then watches from `--rev`
+/// (so what they print does not depend on when they registered), one of
+/// them running while more writes arrive, and one from a compacted
+/// revision.
+fn watch_script(target: &Target, dir: &Path) -> Vec<Record> {
+    let mut s = Session::new(target, dir);
+    s.ctl("put wa/1", On::First, &["put", "wa/1", "a"]); // 2
+    s.ctl("put wa/2", On::First, &["put", "wa/2", "b"]); // 3
+    s.ctl("put wa/1 again", On::First, &["put", "wa/1", "c"]); // 4
+    s.ctl("del wa/2", On::First, &["del", "wa/2"]); // 5
+    s.ctl("put wb", On::First, &["put", "wb", "other"]); // 6
+    s.watch(
+        "watch --rev --prefix",
+        &["watch", "--rev=2", "--prefix", "wa/"],
+    );
+    s.watch(
+        "watch --rev --prev-kv",
+        &["watch", "--rev=2", "--prev-kv", "wa/1"],
+    );
+    s.watch(
+        "watch --rev --prev-kv --prefix",
+        &["watch", "--rev=3", "--prev-kv", "--prefix", "wa/"],
+    );
+    s.watch("watch range", &["watch", "--rev=2", "wa/2", "wc"]);
+    // Live: the watch runs while two writes and a transaction arrive.
+    let endpoints = s.endpoints(On::First);
+    let live_args = ["watch", "--rev=7", "--prefix", "wl/"];
+    let live = std::thread::spawn(move || {
+        etcdctl(
+            &endpoints,
+            &live_args,
+            None,
+            WATCH_RUN + std::time::Duration::from_secs(2),
+        )
+    });
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    s.ctl("put wl/a", On::First, &["put", "wl/a", "1"]); // 7
+    s.ctl("put wl/b", On::First, &["put", "wl/b", "2"]); // 8
+    s.ctl_in(
+        "txn wl",
+        On::First,
+        &["txn"],
+        Some(&txn_input(&[], &["put wl/a 3", "put wl/c 4"], &[])),
+    ); // 9
+    let out = live.join().unwrap();
+    let normaliser = s.normaliser.clone();
+    s.record_ctl(
+        "watch live --prefix",
+        On::First,
+        &live_args,
+        None,
+        &normaliser,
+        &out,
+    );
+    s.ctl("compaction 5", On::First, &["compaction", "5"]);
+    s.watch("watch compacted --rev", &["watch", "--rev=3", "wa/1"]);
+    s.watch(
+        "watch at compaction --rev",
+        &["watch", "--rev=5", "--prefix", "wa/"],
+    );
+    s.records
+}
+
+#[test]
+fn etcdctl_watch_gives_the_same_normalised_output_on_both_targets() {
+    let reference = Running::etcd(MEMBERS);
+    let reference_dir = tempfile::tempdir().unwrap();
+    let left = watch_script(&reference.target, reference_dir.path());
+    if std::env::var_os("METCD_DIFF_SHOW").is_some() {
+        for record in &left {
+            println!("=== {}\n{}\n{}", record.step, record.command, record.output);
+        }
+    }
+    for engine in ["memory", "redb"] {
+        let other = other_target(engine);
+        let dir = tempfile::tempdir().unwrap();
+        let right = watch_script(&other.target, dir.path());
+        if let Err(report) = compare(&left, &right, &[]) {
+            panic!("etcdctl watch outputs differ between etcd and metcd on {engine}:\n{report}");
+        }
+    }
+    // The reference did watch: a broken set-up must not pass as "equal".
+    let output = |step: &str| &left.iter().find(|r| r.step == step).unwrap().output;
+    assert!(
+        output("watch --rev --prefix")
+            .contains("PUT\nwa/1\na\nPUT\nwa/2\nb\nPUT\nwa/1\nc\nDELETE\nwa/2\n"),
+        "{}",
+        output("watch --rev --prefix")
+    );
+    assert!(output("watch live --prefix").contains("wl/c\n4\n"));
+}
+
+// ---------------------------------------------------------------------------
+// Locks and elections (issue 11): `etcdctl lock` and `etcdctl elect` are
+// client-side recipes (a session lease, a create-revision queue, a watch of
+// the predecessor), so they exercise lease, txn, range and watch together.
+
+/// `text` with every `<prefix><hex>` (a lock or election key, named after
+/// the session's lease) replaced by `<prefix><lease>`.
+fn mask_lease_keys(text: &str, prefix: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(prefix) {
+        out.push_str(&rest[..at + prefix.len()]);
+        let tail = &rest[at + prefix.len()..];
+        let hex = tail.chars().take_while(char::is_ascii_hexdigit).count();
+        if hex > 0 {
+            out.push_str("<lease>");
+        }
+        rest = &tail[hex..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The lease hex of the first `<prefix><hex>` in `text`.
+fn lease_after(text: &str, prefix: &str) -> Option<String> {
+    let at = text.find(prefix)? + prefix.len();
+    let hex: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    (!hex.is_empty()).then_some(hex)
+}
+
+fn lock_elect_script(target: &Target, dir: &Path) -> Vec<Record> {
+    let normaliser = Normaliser::new(target, dir);
+    let endpoints = target.endpoints();
+    let short = std::time::Duration::from_secs(3);
+    let mut records = Vec::new();
+    let mut run = |step: &str, args: &[&str], timeout: std::time::Duration| -> CtlOutput {
+        let out = etcdctl(&endpoints, args, None, timeout);
+        let mut text = normaliser.output(&command_of(args), &out);
+        for prefix in ["jobs/", "held/", "svc-leader/"] {
+            text = mask_lease_keys(&text, prefix);
+        }
+        records.push(Record {
+            step: step.into(),
+            command: format!("etcdctl {}", args.join(" ")),
+            output: text,
+        });
+        out
+    };
+    run(
+        "lock with a command",
+        &["lock", "jobs", "--", "echo", "held"],
+        CTL_TIMEOUT,
+    );
+    run(
+        "lock key in the command's environment",
+        &["lock", "jobs", "--", "sh", "-c", "echo $ETCD_LOCK_KEY"],
+        CTL_TIMEOUT,
+    );
+    // A holder killed while holding: its session lease (60 s) keeps the
+    // lock, so the next contender waits.
+    let holder = run("lock held, holder killed", &["lock", "held"], short);
+    run(
+        "lock waits while the dead holder's lease lives",
+        &["lock", "held", "--", "echo", "got"],
+        short,
+    );
+    let mut revoked = Vec::new();
+    if let Some(lease) = lease_after(&holder.stdout, "held/") {
+        run(
+            "revoke the dead holder's lease",
+            &["lease", "revoke", &lease],
+            CTL_TIMEOUT,
+        );
+        revoked.push(lease);
+    }
+    run(
+        "lock after the holder's lease is revoked",
+        &["lock", "held", "--", "echo", "got"],
+        CTL_TIMEOUT,
+    );
+    // Elections: the first candidate leads and announces its proposal.
+    let leader = run(
+        "elect: first candidate",
+        &["elect", "svc-leader", "p1"],
+        short,
+    );
+    run(
+        "elect -l: observe the leader",
+        &["elect", "-l", "svc-leader"],
+        short,
+    );
+    run(
+        "elect: second candidate waits",
+        &["elect", "svc-leader", "p2"],
+        short,
+    );
+    if let Some(lease) = lease_after(&leader.stdout, "svc-leader/") {
+        run(
+            "revoke the leader's lease",
+            &["lease", "revoke", &lease],
+            CTL_TIMEOUT,
+        );
+        revoked.push(lease);
+    }
+    run(
+        "elect -l: the killed second candidate leads now",
+        &["elect", "-l", "svc-leader"],
+        short,
+    );
+    run(
+        "get the election's keys",
+        &["get", "--prefix", "svc-leader/", "--keys-only"],
+        CTL_TIMEOUT,
+    );
+    // `lease revoke` prints the id zero-padded to 16 hex digits.
+    for record in &mut records {
+        for lease in &revoked {
+            record.output = record
+                .output
+                .replace(&format!("{lease:0>16}"), "<lease>")
+                .replace(lease.as_str(), "<lease>");
+        }
+    }
+    records
+}
+
+/// Lock and election output differences metcd is allowed: none.
+const LOCK_INTENDED: &[Intended] = &[];
+
+#[test]
+fn etcdctl_lock_and_elect_give_the_same_normalised_output() {
+    let (reference, other) = std::thread::scope(|scope| {
+        let other = scope.spawn(|| other_target(ENGINES[0]));
+        (Running::etcd(MEMBERS), other.join().unwrap())
+    });
+    let (left_dir, right_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let left = lock_elect_script(&reference.target, left_dir.path());
+    let right = lock_elect_script(&other.target, right_dir.path());
+    if std::env::var_os("METCD_DIFF_SHOW").is_some() {
+        for (l, r) in left.iter().zip(&right) {
+            println!("=== {}\n{}\n{}\n{}", l.step, l.command, l.output, r.output);
+        }
+    }
+    let intended: Vec<&Intended> = LOCK_INTENDED.iter().collect();
+    if let Err(report) = compare(&left, &right, &intended) {
+        panic!("etcdctl lock/elect outputs differ between etcd and metcd:\n{report}");
+    }
+    let output = |step: &str| {
+        left.iter()
+            .find(|r| r.step == step)
+            .unwrap_or_else(|| panic!("no step {step}"))
+            .output
+            .clone()
+    };
+    // The ground truth did what the script expects.
+    assert!(output("lock with a command").contains("held"));
+    assert!(output("lock key in the command's environment").contains("jobs/<lease>"));
+    assert!(!output("lock waits while the dead holder's lease lives").contains("got"));
+    assert!(output("lock after the holder's lease is revoked").contains("got"));
+    assert!(output("elect -l: observe the leader").contains("p1"));
+    assert!(!output("elect: second candidate waits").contains("p2"));
+}

@@ -8,6 +8,8 @@
 //! GET    /<key>?rev=N                    -> the raw value as of revision N (410 compacted, 400 future)
 //! GET    /<prefix>?prefix, /<key>?from_key -> JSON listing of the range (api::read_query)
 //!        ...&limit=N&keys_only&count_only   (any of these also answers a listing)
+//! GET    /<key>?watch=true[&rev=N][&prefix=true][&prev_kv=true]
+//!                                        -> a stream of JSON lines, one per change (api::http_watch)
 //! DELETE /<key>                          -> 204 once committed and applied
 //! /kv/<key>                              -> the same, for keys that start with "-/" or "kv/"
 //! GET    /-/health                       -> 200 {"health":true,...} when a leader is known, else 503
@@ -131,7 +133,13 @@ pub struct ApiConfig {
     /// Client requests (writes, linearizable reads, membership changes)
     /// allowed to wait for the Raft thread; more are answered 503.
     pub max_queued_requests: usize,
+    /// How often a watcher that asked for progress notifications and got
+    /// no event meanwhile is told the revision it is synced to.
+    pub watch_progress_interval: Duration,
 }
+
+/// etcd's default interval of watch progress notifications (10 minutes).
+pub const DEFAULT_WATCH_PROGRESS_INTERVAL: Duration = Duration::from_secs(600);
 
 /// The default of [`ApiConfig::max_queued_requests`]: far more than one
 /// group commit needs, and with 1.5 MiB values at most a few GiB queued.
@@ -144,6 +152,7 @@ impl Default for ApiConfig {
             body_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             max_queued_requests: DEFAULT_MAX_QUEUED_REQUESTS,
+            watch_progress_interval: DEFAULT_WATCH_PROGRESS_INTERVAL,
         }
     }
 }
@@ -683,6 +692,12 @@ async fn key_handler(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if method == Method::GET && super::http_watch::is_watch(uri.query()) {
+        return match path_key(&uri) {
+            Ok(key) => super::http_watch::watch(&api.node, key, uri.query()),
+            Err(response) => response,
+        };
+    }
     if method == Method::GET || method == Method::HEAD {
         let query = match ReadQuery::parse(uri.query()) {
             Ok(query) => query,
@@ -953,15 +968,17 @@ mod tests {
             is_leader: true,
             term: 2,
         };
-        let kv = crate::state_machine::StateMachine::open(Arc::clone(&engine), Default::default())
-            .unwrap()
-            .kv_reader();
+        let sm = crate::state_machine::StateMachine::open(Arc::clone(&engine), Default::default())
+            .unwrap();
+        let kv = sm.kv_reader();
+        let watch = sm.watch_hub();
         let node = NodeHandle {
             id: 1,
             requests,
             members: Default::default(),
             engine,
             kv,
+            watch,
             removed: Default::default(),
             data_dir: dir.path().to_path_buf(),
             view: Arc::new(RwLock::new(view)),

@@ -6,7 +6,8 @@
 //!   workload harness speak, with two routes of their own beside it:
 //!   [`metrics`] (`GET /metrics`, Prometheus' text format) and [`identity`]
 //!   (`GET /-/cluster`, which a joining node asks); GET's query parameters
-//!   and its JSON listing are in [`read_query`];
+//!   and its JSON listing are in [`read_query`], its streaming watch in
+//!   [`http_watch`];
 //! * [`gateway`]: etcd's JSON gateway (`POST /v3/kv/...`) on the same HTTP
 //!   port, a JSON face on the very KV service the gRPC API serves.
 //!
@@ -17,6 +18,7 @@
 pub mod gateway;
 pub mod grpc;
 pub mod http;
+pub mod http_watch;
 pub mod identity;
 pub mod metrics;
 pub mod raft_call;

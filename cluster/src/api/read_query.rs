@@ -64,7 +64,7 @@ pub struct ReadQuery {
     pub count_only: bool,
 }
 
-fn flag(name: &str, value: Option<&str>) -> Result<bool, String> {
+pub(super) fn flag(name: &str, value: Option<&str>) -> Result<bool, String> {
     match value {
         None | Some("") | Some("true") => Ok(true),
         Some("false") => Ok(false),
@@ -74,7 +74,7 @@ fn flag(name: &str, value: Option<&str>) -> Result<bool, String> {
     }
 }
 
-fn non_negative(name: &str, value: Option<&str>, meaning: &str) -> Result<i64, String> {
+pub(super) fn non_negative(name: &str, value: Option<&str>, meaning: &str) -> Result<i64, String> {
     value
         .and_then(|v| v.parse::<i64>().ok())
         .filter(|n| *n >= 0)
@@ -200,7 +200,8 @@ fn put_bytes(out: &mut Map<String, Value>, name: &str, bytes: &[u8]) {
     }
 }
 
-fn record(kv: &KeyValue, with_value: bool) -> Value {
+/// One key's JSON object (as in a listing, and in the HTTP watch's lines).
+pub fn record(kv: &KeyValue, with_value: bool) -> Value {
     let mut out = Map::new();
     put_bytes(&mut out, "key", &kv.key);
     out.insert("create_revision".into(), json!(kv.create_revision));

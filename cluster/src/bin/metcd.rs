@@ -111,6 +111,11 @@ struct Args {
     /// Retry-After (outcome not-applied).
     #[arg(long, default_value_t = DEFAULT_MAX_QUEUED_REQUESTS)]
     max_queued_requests: usize,
+    /// How often a watcher created with progress_notify that received no
+    /// event meanwhile is sent a progress notification (etcd's default:
+    /// 10 minutes).
+    #[arg(long, default_value_t = 600_000)]
+    watch_progress_notify_interval_ms: u64,
     /// Engine cache in MiB.
     #[arg(long, default_value_t = 64)]
     cache_mb: u64,
@@ -282,6 +287,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         body_timeout: Duration::from_millis(args.body_timeout_ms),
         header_read_timeout: Duration::from_millis(args.header_read_timeout_ms.max(1)),
         max_queued_requests: args.max_queued_requests,
+        watch_progress_interval: Duration::from_millis(
+            args.watch_progress_notify_interval_ms.max(1),
+        ),
     };
     let mut exit = node.exit.clone();
     let outcome = node.exit.clone();

@@ -13,6 +13,12 @@
 //! [`MvccStore::publish`], which makes the new revision visible to readers.
 //! Reads ([`MvccStore::range`]) may come from any thread at any time.
 //!
+//! The batch's changes also leave, in revision order, through
+//! [`Written::take_changes`]: the state machine hands them to the watch
+//! hub (`crate::watch`) once they are published. Watchers that fell behind
+//! read the same changes back from the engine with [`MvccStore::history`],
+//! in pages of whole revisions.
+//!
 //! # Invariants
 //!
 //! * A reader never sees a revision that is not in the engine: readers read
@@ -100,6 +106,10 @@ struct State {
 pub struct Staging {
     batch: WriteBatch,
     records: HashMap<Revision, Record>,
+    /// Every change staged, in revision order, for the watchers: unlike
+    /// `records`, a compaction staged later in the batch removes nothing
+    /// here, so a watcher sees each change the batch made.
+    changes: Vec<(Revision, Record)>,
     dirty: bool,
     /// Every key written since the lessor last took them, with the lease
     /// it carries now (0: none, or deleted), in revision order.
@@ -126,6 +136,20 @@ impl Staging {
 #[must_use = "publish it once the batch is written"]
 pub struct Written {
     revision: i64,
+    changes: Vec<(Revision, Record)>,
+}
+
+impl Written {
+    /// The newest revision the batch holds.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The batch's changes in revision order (for the watch hub); taken
+    /// once, before the batch is published.
+    pub fn take_changes(&mut self) -> Vec<(Revision, Record)> {
+        std::mem::take(&mut self.changes)
+    }
 }
 
 /// History plus index over one engine. Cheap to share (`Arc`).
@@ -303,6 +327,68 @@ impl MvccStore {
             }
         }
         Ok((hasher.finalize(), current, compacted))
+    }
+
+    /// The history records of main revisions `from..=through` (at most
+    /// `through` = the published revision), oldest first: at most about
+    /// `limit` records, always whole revisions (one revision's changes are
+    /// never split, so a page may exceed `limit` by one revision's size).
+    /// Returns the records and the newest revision the page covers
+    /// completely. Watchers that fell behind catch up from here.
+    pub fn history(
+        &self,
+        from: i64,
+        through: i64,
+        limit: usize,
+    ) -> Result<(Vec<(Revision, Record)>, i64), MvccError> {
+        let (published, compacted) = {
+            let state = self.read_state();
+            (state.published, state.compacted)
+        };
+        let through = through.min(published);
+        if from > through {
+            return Ok((Vec::new(), through));
+        }
+        if from < compacted {
+            return Err(MvccError::Compacted);
+        }
+        let decode = |page: Vec<(Vec<u8>, Vec<u8>)>| {
+            page.into_iter()
+                .map(|(key, value)| {
+                    let revision = Revision::from_history_key(&key).ok_or_else(|| {
+                        MvccError::Corrupt(format!("history key {key:?} does not name a revision"))
+                    })?;
+                    let record = Record::decode(&value)
+                        .map_err(|e| MvccError::Corrupt(format!("at revision {revision}: {e}")))?;
+                    Ok((revision, record))
+                })
+                .collect::<Result<Vec<_>, MvccError>>()
+        };
+        let start = Revision::new(from.max(0), 0).history_key();
+        let end = Revision::new(through + 1, 0).history_key();
+        let limit = limit.max(1);
+        let mut records = decode(
+            self.engine
+                .scan(&KeyRange::half_open(start, end.clone()), limit)?,
+        )?;
+        if records.len() < limit {
+            return Ok((records, through));
+        }
+        // The page is full: its last revision may be cut short. Drop it,
+        // unless it is the only one, which is then read whole.
+        let last = records.last().map_or(from, |(r, _)| r.main);
+        if records.first().is_some_and(|(r, _)| r.main < last) {
+            records.retain(|(r, _)| r.main < last);
+            return Ok((records, last - 1));
+        }
+        let whole = decode(self.engine.scan(
+            &KeyRange::half_open(
+                Revision::new(last, 0).history_key(),
+                Revision::new(last + 1, 0).history_key(),
+            ),
+            usize::MAX,
+        )?)?;
+        Ok((whole, last))
     }
 
     /// The newest revision staged by the writer (published or not).
@@ -655,6 +741,7 @@ impl MvccStore {
         };
         staging.lease_changes.push((record.key().to_vec(), lease));
         staging.batch.put(revision.history_key(), record.encode());
+        staging.changes.push((revision, record.clone()));
         staging.records.insert(revision, record);
     }
 
@@ -762,6 +849,7 @@ impl MvccStore {
     pub fn take_batch(&self, staging: &mut Staging) -> (WriteBatch, Written) {
         let state = self.read_state();
         let mut batch = std::mem::take(&mut staging.batch);
+        let changes = std::mem::take(&mut staging.changes);
         staging.records.clear();
         staging.dirty = false;
         // Not taken by a lessor (a store used alone): not kept either.
@@ -772,6 +860,7 @@ impl MvccStore {
             batch,
             Written {
                 revision: state.staged,
+                changes,
             },
         )
     }
@@ -867,5 +956,79 @@ fn finish_range(request: &RangeRequest, kvs: &mut Vec<KeyValue>, response: &mut 
         for kv in kvs.iter_mut() {
             kv.value.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str) -> RequestOp {
+        RequestOp::Put(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            ..PutRequest::default()
+        })
+    }
+
+    /// History pages hold whole revisions only, and say how far they go;
+    /// the batch's changes are handed out once, in order.
+    #[test]
+    fn history_pages_never_split_a_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engines::open_shared(
+            engines::EngineKind::Memory,
+            dir.path(),
+            &engines::EngineOptions::default(),
+        )
+        .unwrap();
+        let (store, _) = MvccStore::open(engine).unwrap();
+        let mut staging = Staging::new();
+        let txn = TxnRequest {
+            compare: vec![],
+            success: vec![put("a"), put("b"), put("c")],
+            failure: vec![],
+        };
+        store.txn(&mut staging, &txn).unwrap(); // 2.0, 2.1, 2.2
+        for key in ["d", "e"] {
+            store
+                .put(
+                    &mut staging,
+                    PutRequest {
+                        key: key.as_bytes().to_vec(),
+                        ..PutRequest::default()
+                    },
+                )
+                .unwrap(); // 3, 4
+        }
+        let (batch, mut written) = store.take_batch(&mut staging);
+        let changes: Vec<Revision> = written.take_changes().iter().map(|(r, _)| *r).collect();
+        assert_eq!(changes.len(), 5);
+        assert!(changes.windows(2).all(|w| w[0] < w[1]));
+        assert!(written.take_changes().is_empty());
+        store
+            .engine()
+            .write_batch(batch, WriteOptions::BUFFERED)
+            .unwrap();
+        store.publish(written);
+
+        let mains =
+            |page: &[(Revision, Record)]| page.iter().map(|(r, _)| r.main).collect::<Vec<_>>();
+        // A page cut inside revision 2 reads revision 2 whole.
+        let (page, covered) = store.history(2, 4, 2).unwrap();
+        assert_eq!((mains(&page), covered), (vec![2, 2, 2], 2));
+        // A page cut inside revision 3 ends before it.
+        let (page, covered) = store.history(2, 4, 4).unwrap();
+        assert_eq!((mains(&page), covered), (vec![2, 2, 2], 2));
+        let (page, covered) = store.history(3, 9, 100).unwrap();
+        assert_eq!((mains(&page), covered), (vec![3, 4], 4));
+        let (page, covered) = store.history(5, 4, 100).unwrap();
+        assert_eq!((page.len(), covered), (0, 4));
+        store.compact(&mut staging, 3).unwrap();
+        store.commit(&mut staging, WriteOptions::BUFFERED).unwrap();
+        assert!(matches!(
+            store.history(2, 4, 100),
+            Err(MvccError::Compacted)
+        ));
     }
 }

@@ -221,6 +221,7 @@ pub fn start(
     // Client reads pass the install gate.
     let reader = sm.reader();
     let kv = sm.kv_reader();
+    let watch = sm.watch_hub();
     let removed = sm.removed();
     let lessor = Arc::clone(sm.lessor());
     let fsyncs = wal.fsync_counter();
@@ -285,6 +286,7 @@ pub fn start(
         members,
         engine: reader,
         kv,
+        watch,
         removed,
         data_dir: config.data_dir.clone(),
         view,

@@ -226,6 +226,8 @@ pub struct NodeHandle {
     pub engine: Arc<dyn Engine>,
     /// Reads of the key-value data (etcd's MVCC store).
     pub kv: KvReader,
+    /// The watchers of this member's store.
+    pub watch: crate::watch::WatchHub,
     /// Ids of removed members (never reused).
     pub removed: Removed,
     /// The member's data directory (its size is reported by Status).

@@ -16,6 +16,7 @@
 //! | [`proto`] | code generated from `cluster/proto/` (Lock and Election) |
 //! | [`status`] | etcd's errors as gRPC codes and messages |
 //! | [`forward`] | a follower's writes sent on to the leader |
+//! | [`watch`] | the Watch service: one stream of watchers per call (`crate::watch`) |
 //!
 //! The Auth service is not served: a call to it is answered
 //! `Unimplemented` by the gRPC router.
@@ -45,6 +46,7 @@ pub mod loopback;
 pub mod maintenance;
 pub mod proto;
 pub mod status;
+pub mod watch;
 
 use std::future::Future;
 use std::time::Duration;
@@ -265,6 +267,9 @@ pub async fn serve(
         .add_service(PbClusterServer::new(cluster::ClusterService::new(
             api.clone(),
         )))
+        .add_service(etcd_client::proto::PbWatchServer::new(
+            watch::WatchService::new(api.clone()),
+        ))
         .add_service(PbMaintenanceServer::new(
             maintenance::MaintenanceService::new(api),
         ))
