@@ -278,6 +278,10 @@ struct VsEtcdArgs {
     /// Only these cases (comma separated names, e.g. put-1,range-l-64,ycsb-a).
     #[arg(long)]
     cases: Option<String>,
+    /// Only rebuild the medians, reports, plots and vs-etcd.md from the
+    /// rounds already in --out.
+    #[arg(long)]
+    report_only: bool,
     #[arg(long, default_value = "results/vs-etcd")]
     out: PathBuf,
     /// Where the clusters' data directories go (on the disk to measure).
@@ -288,16 +292,23 @@ struct VsEtcdArgs {
 #[derive(Args)]
 struct WatchArgs {
     /// The members' gRPC addresses of a running cluster, comma separated.
-    #[arg(long, conflicts_with = "spawn", required_unless_present = "spawn")]
+    #[arg(
+        long,
+        conflicts_with = "spawn",
+        required_unless_present_any = ["spawn", "table_only"]
+    )]
     endpoints: Option<String>,
+    /// Only rewrite watch.md in --out from the reports already there.
+    #[arg(long)]
+    table_only: bool,
     /// Start a fresh 3-member cluster for the run and stop it after:
     /// `etcd` (Debian's etcd-server, default settings) or `metcd:ENGINE`
     /// (the metcd binary next to workbench).
     #[arg(long)]
     spawn: Option<String>,
     /// The results' name (e.g. etcd, metcd-redb).
-    #[arg(long)]
-    name: String,
+    #[arg(long, required_unless_present = "table_only")]
+    name: Option<String>,
     /// Output directory: <name>.json, and watch.md over every run in it.
     #[arg(long, default_value = "results/watch")]
     out: PathBuf,
@@ -424,6 +435,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::VsEtcd(args) => {
+            if args.report_only {
+                workloads::vs_etcd::report(&args.out)?;
+                return Ok(());
+            }
             if args.rounds == 0
                 || args.keys == 0
                 || !(args.seconds.is_finite() && args.seconds > 0.0)
@@ -473,6 +488,11 @@ fn run(cli: Cli) -> Result<()> {
                     "--watchers counts, --events, --rate and --seconds must be positive, --value-size at least 8"
                 );
             }
+            if args.table_only {
+                workloads::watch_bench::write_table(&args.out)?;
+                return Ok(());
+            }
+            let name = args.name.unwrap_or_default();
             let data_dir = args.data_dir.unwrap_or_else(std::env::temp_dir);
             // The spawned cluster lives until the measurement is done.
             let (endpoints, system, _etcd, _metcd) = match (args.endpoints, args.spawn.as_deref()) {
@@ -481,7 +501,7 @@ fn run(cli: Cli) -> Result<()> {
                         .map(|e| e.trim().to_string())
                         .filter(|e| !e.is_empty())
                         .collect::<Vec<_>>(),
-                    format!("{} (running; not started by the harness)", args.name),
+                    format!("{name} (running; not started by the harness)"),
                     None,
                     None,
                 ),
@@ -518,7 +538,7 @@ fn run(cli: Cli) -> Result<()> {
             workloads::watch_bench::run(&workloads::watch_bench::WatchBenchConfig {
                 out_dir: args.out,
                 data_dir,
-                name: args.name,
+                name,
                 system,
                 endpoints,
                 watchers,

@@ -257,10 +257,17 @@ pub fn run(config: &VsEtcdConfig) -> Result<()> {
             }
         }
     }
-    choose_medians(&config.out_dir)?;
-    write_reports(&config.out_dir)?;
-    let table = comparison(&config.out_dir)?;
-    let path = config.out_dir.join("vs-etcd.md");
+    report(&config.out_dir)
+}
+
+/// Chooses each system's median round per case, then writes the reports,
+/// the plots and `vs-etcd.md` from the documents under `out` (also on its
+/// own: `workbench vs-etcd --report-only`).
+pub fn report(out: &Path) -> Result<()> {
+    choose_medians(out)?;
+    write_reports(out)?;
+    let table = comparison(out)?;
+    let path = out.join("vs-etcd.md");
     fs::write(&path, table).context(|| format!("cannot write {}", path.display()))
 }
 
@@ -321,6 +328,12 @@ fn ms(ns: u64) -> String {
 fn comparison(out: &Path) -> Result<String> {
     let mut md = String::new();
     let _ = writeln!(md, "# metcd beside etcd\n");
+    if let Some(machine) = fs::read_to_string(out.join(MACHINE_FILE))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Machine>(&text).ok())
+    {
+        let _ = writeln!(md, "Machine: {}\n", machine.summary());
+    }
     let _ = writeln!(
         md,
         "Each row: the round with the median throughput (min–max over rounds in brackets). \

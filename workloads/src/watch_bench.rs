@@ -476,8 +476,9 @@ pub fn write_table(dir: &Path) -> Result<()> {
     for r in &reports {
         let _ = writeln!(
             out,
-            "- **{}**: {} | {}",
+            "- **{}**: {}. Machine: {}. Settings: {}",
             r.name,
+            r.system,
             r.machine.summary(),
             r.settings
         );
