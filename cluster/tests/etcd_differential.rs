@@ -1265,7 +1265,9 @@ fn normaliser_replaces_ids_and_keeps_what_the_test_compares() {
 /// becomes `remaining(<ttl>)` after checking it is between 50 and 60 s.
 fn lease_script(target: &Target, dir: &Path) -> Vec<Record> {
     let normaliser = Normaliser::new(target, dir);
-    let endpoints = target.endpoints();
+    // One member only: with several, etcdctl's balancer picks who answers,
+    // and `-w json` headers name that member.
+    let endpoints = target.endpoint(0);
     let granted = etcdctl(&endpoints, &["lease", "grant", "60"], None, CTL_TIMEOUT);
     // "lease <hex id> granted with TTL(60s)"
     let id = granted
@@ -1526,7 +1528,9 @@ fn lease_after(text: &str, prefix: &str) -> Option<String> {
 
 fn lock_elect_script(target: &Target, dir: &Path) -> Vec<Record> {
     let normaliser = Normaliser::new(target, dir);
-    let endpoints = target.endpoints();
+    // One member only: with several, etcdctl's balancer picks who answers,
+    // and `-w json` headers name that member.
+    let endpoints = target.endpoint(0);
     let short = std::time::Duration::from_secs(3);
     let mut records = Vec::new();
     let mut run = |step: &str, args: &[&str], timeout: std::time::Duration| -> CtlOutput {
