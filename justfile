@@ -138,6 +138,16 @@ cluster engine="memory":
 book PORT="3000":
     mdbook serve book --hostname 127.0.0.1 --port {{PORT}}
 
+# Grade a lab of the book's Part IV against the running cluster (`just cluster` in another terminal), e.g. just lab locks; ENDPOINTS=127.0.0.1:2379 just lab locks grades against an etcd.
+lab NAME:
+    @test -f labs/{{NAME}}/grade.sh || { echo "no lab named '{{NAME}}'; the labs are: $(cd labs && ls -d */ | tr -d / | tr '\n' ' ')"; exit 2; }
+    bash labs/{{NAME}}/grade.sh
+
+# Prove every lab's grader fails on an untouched cluster and passes after its solution, on fresh metcd clusters (add --etcd to run them on etcd 3.4).
+labs-check *ARGS:
+    cargo build --release -p cluster --bin metcd
+    bash labs/check.sh {{ARGS}}
+
 # Check the book: chapters, include anchors, the reference run's plots and tables, a warning-free build.
 book-check:
     bash book/check.sh

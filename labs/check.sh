@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# labs/check.sh: proves every lab's grader can fail and its solution passes.
+#
+# For each lab folder (or the ones named), on a fresh 3-node cluster of its
+# own: grade.sh on the untouched cluster must FAIL, solution.sh then grade.sh
+# must pass, and solution.sh run a second time then grade.sh must still pass.
+#
+# Usage: bash labs/check.sh [--etcd] [lab...]
+#   default: metcd (memory engine) from $CARGO_TARGET_DIR/release/metcd
+#   --etcd:  real etcd 3.4 (Debian's etcd-server), so each lab is known to
+#            behave the same on etcd as on metcd
+# Clusters listen on 127.0.0.1 ports 41379-43380 only, and are stopped
+# (SIGKILL after SIGTERM) when the script exits, however it exits.
+set -uo pipefail
+
+LABS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+target=metcd
+if [ "${1:-}" == "--etcd" ]; then
+    target=etcd
+    shift
+fi
+labs=("$@")
+if [ ${#labs[@]} -eq 0 ]; then
+    for d in "$LABS_DIR"/*/; do
+        [ -f "$d/grade.sh" ] && labs+=("$(basename "$d")")
+    done
+fi
+if [ ${#labs[@]} -eq 0 ]; then
+    echo "labs/check.sh: no lab folder with a grade.sh under $LABS_DIR"
+    exit 1
+fi
+
+bin="${CARGO_TARGET_DIR:-$HOME/.cache/metcd/target}/release/metcd"
+if [ "$target" == metcd ] && [ ! -x "$bin" ]; then
+    echo "labs/check.sh: $bin is missing; build it with 'cargo build --release -p cluster'" >&2
+    exit 2
+fi
+if [ "$target" == etcd ] && ! command -v etcd >/dev/null; then
+    echo "labs/check.sh: etcd is not installed; run 'just setup'" >&2
+    exit 2
+fi
+
+work=$(mktemp -d /tmp/metcd-labs.XXXXXX)
+pids=()
+stop_cluster() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+    for _ in $(seq 50); do
+        alive=0
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ $alive -eq 0 ] && break
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null; done
+    wait 2>/dev/null
+    pids=()
+}
+trap 'stop_cluster; rm -rf "$work"' EXIT
+
+export ENDPOINTS="127.0.0.1:41379,127.0.0.1:42379,127.0.0.1:43379"
+
+start_cluster() {
+    local dir="$1"
+    mkdir -p "$dir"
+    for id in 1 2 3; do
+        if [ "$target" == metcd ]; then
+            "$bin" --id "$id" --engine memory --data-dir "$dir/n$id" \
+                --listen-client "127.0.0.1:4${id}378" --listen-peer "127.0.0.1:4${id}380" \
+                --listen-grpc "127.0.0.1:4${id}379" \
+                --initial-cluster "1=127.0.0.1:41380,2=127.0.0.1:42380,3=127.0.0.1:43380" \
+                --initial-cluster-clients "1=127.0.0.1:41378,2=127.0.0.1:42378,3=127.0.0.1:43378" \
+                --initial-cluster-grpc "1=127.0.0.1:41379,2=127.0.0.1:42379,3=127.0.0.1:43379" \
+                --initial-cluster-token "labs-$$" >"$dir/n$id.log" 2>&1 &
+        else
+            etcd --name "n$id" --data-dir "$dir/n$id" \
+                --listen-client-urls "http://127.0.0.1:4${id}379" \
+                --advertise-client-urls "http://127.0.0.1:4${id}379" \
+                --listen-peer-urls "http://127.0.0.1:4${id}380" \
+                --initial-advertise-peer-urls "http://127.0.0.1:4${id}380" \
+                --initial-cluster "n1=http://127.0.0.1:41380,n2=http://127.0.0.1:42380,n3=http://127.0.0.1:43380" \
+                --initial-cluster-token "labs-$$" --initial-cluster-state new >"$dir/n$id.log" 2>&1 &
+        fi
+        pids+=($!)
+    done
+    for _ in $(seq 100); do
+        if etcdctl --endpoints="$ENDPOINTS" --dial-timeout=1s --command-timeout=2s \
+            put /labs-check/ready yes >/dev/null 2>&1 &&
+            etcdctl --endpoints="$ENDPOINTS" --dial-timeout=1s --command-timeout=2s \
+                del /labs-check/ready >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "labs/check.sh: the $target cluster in $dir did not start; its logs:" >&2
+    tail -n 20 "$dir"/n*.log >&2
+    return 1
+}
+
+passed=0
+failed=0
+for lab in "${labs[@]}"; do
+    dir="$LABS_DIR/$lab"
+    if [ ! -f "$dir/grade.sh" ] || [ ! -f "$dir/solution.sh" ]; then
+        echo "FAIL  $lab: needs grade.sh and solution.sh"
+        failed=$((failed + 1))
+        continue
+    fi
+    start_cluster "$work/$lab" || { failed=$((failed + 1)); stop_cluster; continue; }
+    problems=()
+    if timeout 120 bash "$dir/grade.sh" >"$work/$lab/untouched.out" 2>&1; then
+        problems+=("grade.sh passed on an untouched cluster: it cannot fail")
+    fi
+    if ! timeout 300 bash "$dir/solution.sh" >"$work/$lab/solution.out" 2>&1; then
+        problems+=("solution.sh failed: $(tail -n 3 "$work/$lab/solution.out" | tr '\n' ' ')")
+    elif ! timeout 120 bash "$dir/grade.sh" >"$work/$lab/solved.out" 2>&1; then
+        problems+=("grade.sh failed after solution.sh: $(grep FAIL "$work/$lab/solved.out" | head -n 3 | tr '\n' ' ')")
+    elif ! timeout 300 bash "$dir/solution.sh" >"$work/$lab/again.out" 2>&1; then
+        problems+=("solution.sh failed when run a second time: $(tail -n 3 "$work/$lab/again.out" | tr '\n' ' ')")
+    elif ! timeout 120 bash "$dir/grade.sh" >"$work/$lab/solved-again.out" 2>&1; then
+        problems+=("grade.sh failed after a second solution.sh: $(grep FAIL "$work/$lab/solved-again.out" | head -n 3 | tr '\n' ' ')")
+    fi
+    stop_cluster
+    if [ ${#problems[@]} -eq 0 ]; then
+        passed=$((passed + 1))
+        echo "ok    $lab ($target)"
+    else
+        failed=$((failed + 1))
+        echo "FAIL  $lab ($target)"
+        for p in "${problems[@]}"; do echo "        $p"; done
+    fi
+done
+echo "labs: $passed passed, $failed failed ($target)"
+[ "$failed" -eq 0 ]
