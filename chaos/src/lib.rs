@@ -40,6 +40,7 @@
 //! for what that cannot show). There is no slow-disk fault. A run is
 //! reproducible in its choices (seeded), not in its timing.
 
+pub mod compactor;
 pub mod grpc;
 pub mod history;
 pub mod http;

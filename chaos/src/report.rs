@@ -40,6 +40,9 @@ pub struct Totals {
     /// Events the runs' watchers received.
     #[serde(default)]
     pub watch_events: usize,
+    /// Compactions acknowledged during the runs' client phases.
+    #[serde(default)]
+    pub compactions: usize,
 }
 
 impl Totals {
@@ -58,6 +61,7 @@ impl Totals {
         self.leader_changes += run.leader_changes;
         self.watch_violations += usize::from(!run.watch_violations.is_empty());
         self.watch_events += run.watch_events;
+        self.compactions += run.compactions.len();
     }
 }
 
@@ -117,8 +121,8 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "Watch (a watcher per node, resuming after every break): {} events received, {} runs with a broken watch guarantee.\n",
-            t.watch_events, t.watch_violations
+            "Watch (a watcher per node, resuming after every break, the history compacted under it {} times; then every node probed for the compaction error): {} events received, {} runs with a broken watch guarantee.\n",
+            t.compactions, t.watch_events, t.watch_violations
         );
         let _ = writeln!(md, "## By engine and fault\n");
         let _ = writeln!(

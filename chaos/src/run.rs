@@ -19,7 +19,10 @@
 //!    metcd has no range read to hash the whole store.)
 //! 7. **Watches kept their guarantees** ([`crate::watch_check`]): a watcher
 //!    per node, resuming after every break, received every revision once,
-//!    in order, whole, with the right prev_kv and every acknowledged put.
+//!    in order, whole, with the right prev_kv and every acknowledged put,
+//!    while the history was compacted under them twice a second; and
+//!    after the run every node refuses a watch from below the final
+//!    compaction with its revision ([`crate::compactor`]).
 //!
 //! A run's outcome is data ([`RunOutcome`]), not a panic: a violation, a
 //! divergence or a harness error is recorded with the seed that reproduces
@@ -28,7 +31,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -36,6 +39,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::compactor;
 use crate::history::{Input, Operation, Outcome, Output, decode_value};
 use crate::http;
 use crate::linearizability::{self, Budget, Verdict};
@@ -153,6 +157,9 @@ pub struct RunOutcome {
     /// Broken watch guarantees, one line each.
     #[serde(default)]
     pub watch_violations: Vec<String>,
+    /// Revisions compacted (acknowledged) during the client phase.
+    #[serde(default)]
+    pub compactions: Vec<i64>,
 }
 
 impl RunOutcome {
@@ -180,7 +187,7 @@ impl RunOutcome {
             "ok"
         };
         format!(
-            "{:<8} {:<16} seed {:<20} {:>5} ops {:>4} acked {:>3} unknown  leader changes {:>2}  unavailable {:>5} ms  watch {:>5} events {:>2} resumes  {:>5.1} s  {status}",
+            "{:<8} {:<16} seed {:<20} {:>5} ops {:>4} acked {:>3} unknown  leader changes {:>2}  unavailable {:>5} ms  watch {:>5} events {:>2} resumes  {:>2} compactions  {:>5.1} s  {status}",
             self.engine,
             self.fault.name(),
             self.seed,
@@ -191,6 +198,7 @@ impl RunOutcome {
             self.longest_unavailability_ms,
             self.watch_events,
             self.watch_resumes,
+            self.compactions.len(),
             self.elapsed_ms as f64 / 1000.0,
         )
     }
@@ -255,6 +263,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<RunOutcome> {
         watch_events: 0,
         watch_resumes: 0,
         watch_violations: Vec::new(),
+        compactions: Vec::new(),
     };
     if let Err(err) = exercise(config, &mut nodes, &mut outcome).await {
         outcome.error = Some(format!("{err:#}"));
@@ -307,11 +316,22 @@ async fn exercise(
     });
     // One watcher per node, from revision 1, through every fault.
     let until = Arc::new(Until::default());
+    let seen: Vec<Arc<AtomicI64>> = (0..nodes.grpc_clients().len())
+        .map(|_| Arc::new(AtomicI64::new(0)))
+        .collect();
     let watchers: Vec<_> = nodes
         .grpc_clients()
         .into_iter()
-        .map(|node| tokio::spawn(watch_check::watch(node, until.clone())))
+        .zip(&seen)
+        .map(|(node, seen)| tokio::spawn(watch_check::watch(node, until.clone(), seen.clone())))
         .collect();
+    // Compaction under faults, never past what every watcher has seen.
+    let compactor = tokio::spawn(compactor::compact(
+        nodes.grpc_clients(),
+        seen,
+        shared.stop.clone(),
+        config.seed,
+    ));
     let client_tasks: Vec<_> = (0..config.clients)
         .map(|id| {
             tokio::spawn(workload::client(
@@ -334,6 +354,7 @@ async fn exercise(
     let workload_end = shared.now();
     let terms = monitor.await?;
     outcome.leader_changes = terms.saturating_sub(1);
+    outcome.compactions = compactor.await?;
     nemesis_result?;
     healed?;
     outcome.longest_unavailability_ms = longest_gap(&history, workload_end) / 1_000_000;
@@ -517,6 +538,10 @@ async fn check_watches(
     outcome.watch_events = logs.iter().map(|l| l.events.len()).sum();
     outcome.watch_resumes = logs.iter().map(|l| l.resumes).sum();
     outcome.watch_violations = watch_check::check(&logs, &acknowledged, target);
+    // The watchers are done: the final compaction may now go to the top.
+    outcome
+        .watch_violations
+        .extend(compactor::probe(grpc, target).await);
     Ok(())
 }
 

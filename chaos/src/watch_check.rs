@@ -20,8 +20,10 @@
 //! * **prev_kv**: each event's previous value is the key's value after the
 //!   events before it;
 //! * **the same on every node**: every watcher saw the same changes;
-//! * **compaction**: the workload never compacts, so a `canceled` response
-//!   with a compaction revision is itself a violation.
+//! * **compaction**: the run compacts only below every watcher's last
+//!   received revision ([`crate::compactor`]), so a `canceled` response to a
+//!   resumption is itself a violation. Each watcher publishes that revision
+//!   (`seen`) for the compactor.
 //!
 //! A violation is a line naming the node, the guarantee and the revision.
 
@@ -76,8 +78,9 @@ impl Until {
 }
 
 /// Watches every key on `node` from revision 1, resuming after each
-/// break, until `until` says stop.
-pub async fn watch(node: SocketAddr, until: Arc<Until>) -> WatchLog {
+/// break, until `until` says stop; publishes the last revision it received
+/// in `seen`.
+pub async fn watch(node: SocketAddr, until: Arc<Until>, seen: Arc<AtomicI64>) -> WatchLog {
     let mut log = WatchLog {
         node: node.to_string(),
         ..WatchLog::default()
@@ -131,6 +134,9 @@ pub async fn watch(node: SocketAddr, until: Arc<Until>) -> WatchLog {
                     response: log.responses,
                 });
             }
+            // Only whole responses count: a revision is complete when its
+            // response is (the events of one revision come in one).
+            seen.store(last, Ordering::Release);
         }
         if !until.done(last) {
             log.resumes += 1;
