@@ -113,7 +113,7 @@ async fn watch_from(node: SocketAddr, start: i64) -> Answer {
     };
     // etcd answers "created", then the cancellation; a served watch
     // sends its events (or nothing) after "created".
-    let until = Instant::now() + Duration::from_millis(500);
+    let until = Instant::now() + Duration::from_millis(250);
     let mut answered = false;
     while let Ok(Ok(Some(response))) = tokio::time::timeout_at(until.into(), stream.message()).await
     {
