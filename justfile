@@ -143,6 +143,11 @@ lab NAME:
     @test -f labs/{{NAME}}/grade.sh || { echo "no lab named '{{NAME}}'; the labs are: $(cd labs && ls -d */ | tr -d / | tr '\n' ' ')"; exit 2; }
     bash labs/{{NAME}}/grade.sh
 
+# A "break it" lab: run the fault harness against nodes that break one safety rule on purpose (stale-reads, early-reads, skip-flush, skip-fsync) and compare with the expected outcome, e.g. just lab-break stale-reads
+lab-break NAME *ENGINE:
+    cargo build --release -p cluster -p chaos
+    bash labs/break/run.sh {{NAME}} {{ENGINE}}
+
 # Prove every lab's grader fails on an untouched cluster and passes after its solution, on fresh metcd clusters (add --etcd to run them on etcd 3.4).
 labs-check *ARGS:
     cargo build --release -p cluster --bin metcd

@@ -12,7 +12,9 @@
 //! line; failures print their explanation. At the end the report is written
 //! as `report.json` and `report.md` under `--out` (default
 //! `results/chaos`). The exit status is 1 if any run found a violation, a
-//! divergence or a harness error.
+//! broken watch guarantee, a divergence or a node that failed (a harness
+//! error within a run), and 2 if the harness could not do its job at all
+//! (bad arguments, no metcd binary, the report not written).
 //!
 //! Ctrl-C kills every metcd process this harness started and removes their
 //! files; a harness killed outright is cleaned up by the next start.
@@ -64,6 +66,15 @@ struct Args {
     /// Where the report is written.
     #[arg(long, default_value = "results/chaos")]
     out: PathBuf,
+    /// Start every node with one safety rule broken on purpose (metcd's
+    /// `--lab-break`: stale-reads, early-reads, skip-fsync,
+    /// skip-flush), to see whether
+    /// the checks catch it.
+    #[arg(long)]
+    lab_break: Option<String>,
+    /// Stop after the first run that fails a check.
+    #[arg(long)]
+    until_caught: bool,
 }
 
 fn engines_of(name: &str) -> anyhow::Result<Vec<String>> {
@@ -117,7 +128,7 @@ fn main() -> std::process::ExitCode {
         Ok(false) => std::process::ExitCode::FAILURE,
         Err(err) => {
             eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(2)
         }
     }
 }
@@ -178,19 +189,29 @@ fn start() -> anyhow::Result<bool> {
             keys: args.keys,
             binary: binary.clone(),
             keep_failed: true,
+            lab_break: args.lab_break.clone(),
         };
         let outcome = runtime.block_on(run::run(&config))?;
         println!("{:>4}/{} {}", i + 1, args.runs, outcome.line());
-        if outcome.failed() {
+        let failed = outcome.failed();
+        if failed {
             println!("{}", outcome.details());
         }
         outcomes.push(outcome);
+        if failed && args.until_caught {
+            println!("chaos: stopping after the first failed run (--until-caught)");
+            break;
+        }
     }
-    let report = Report::from_runs(&binary.display().to_string(), &utc(now.as_secs()), outcomes);
+    let metcd = match &args.lab_break {
+        Some(b) => format!("{} --lab-break {b}", binary.display()),
+        None => binary.display().to_string(),
+    };
+    let report = Report::from_runs(&metcd, &utc(now.as_secs()), outcomes);
     report.write(&args.out)?;
     let t = &report.totals;
     println!(
-        "chaos: {} runs, {} operations, {} acknowledged, {} unknown, {} violations, {} divergent, {} gave up, {} errors, longest unavailability {} ms, {} leader changes; report in {}",
+        "chaos: {} runs, {} operations, {} acknowledged, {} unknown, {} violations, {} divergent, {} gave up, {} errors, {} with a broken watch guarantee, longest unavailability {} ms, {} leader changes; report in {}",
         t.runs,
         t.operations,
         t.acknowledged,
@@ -199,11 +220,12 @@ fn start() -> anyhow::Result<bool> {
         t.divergent,
         t.gave_up,
         t.errors,
+        t.watch_violations,
         t.longest_unavailability_ms,
         t.leader_changes,
         args.out.display()
     );
-    Ok(t.violations == 0 && t.divergent == 0 && t.errors == 0)
+    Ok(t.violations == 0 && t.divergent == 0 && t.errors == 0 && t.watch_violations == 0)
 }
 
 #[cfg(test)]

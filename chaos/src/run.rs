@@ -63,6 +63,9 @@ pub struct RunConfig {
     pub binary: std::path::PathBuf,
     /// Keep the nodes' logs and data of a failed run.
     pub keep_failed: bool,
+    /// A deliberate bug for the nodes (`metcd --lab-break`), for the book's
+    /// "break it" labs.
+    pub lab_break: Option<String>,
 }
 
 impl RunConfig {
@@ -78,6 +81,7 @@ impl RunConfig {
             keys: 3,
             binary: nodes::locate_metcd()?,
             keep_failed: true,
+            lab_break: None,
         })
     }
 }
@@ -236,7 +240,15 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<RunOutcome> {
     let options = NodeOptions {
         binary: config.binary.clone(),
         engine: config.engine.clone(),
-        flags: metcd_flags(),
+        flags: metcd_flags()
+            .into_iter()
+            .chain(
+                config
+                    .lab_break
+                    .iter()
+                    .flat_map(|b| ["--lab-break".to_string(), b.clone()]),
+            )
+            .collect(),
     };
     let mut nodes = Nodes::start(3, options, config.seed).await?;
     let mut outcome = RunOutcome {

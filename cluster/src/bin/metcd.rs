@@ -119,6 +119,10 @@ struct Args {
     /// Engine cache in MiB.
     #[arg(long, default_value_t = 64)]
     cache_mb: u64,
+    /// Break one safety rule on purpose, for the book's "break it" labs
+    /// (stale-reads, early-reads, skip-fsync, skip-flush). Never for data.
+    #[arg(long)]
+    lab_break: Option<cluster::raft::lab_break::LabBreak>,
 }
 
 /// Any address may be listened on, so that a cluster can span machines.
@@ -266,6 +270,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         join,
         cluster_token: args.initial_cluster_token.clone(),
         cluster_id,
+        lab_break: args.lab_break,
     };
     let node = cluster::raft::start(config, tokio::runtime::Handle::current(), peer_listener)
         .with_context(|| format!("starting node {} in {}", args.id, data_dir.display()))?;

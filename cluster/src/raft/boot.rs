@@ -250,8 +250,12 @@ pub fn start(
         removed: false,
         snapshot_build: None,
         snapshot_waiters: Vec::new(),
+        lab_break: config.lab_break,
         sm,
     };
+    if let Some(broken) = config.lab_break {
+        tracing::warn!(lab_break = %broken, rule = broken.rule(), "this node is deliberately broken for a lab; never use it for data");
+    }
     std::thread::Builder::new()
         .name(format!("raft-{}", config.id))
         .spawn(move || {

@@ -86,6 +86,8 @@ pub struct NodeConfig {
     pub cluster_token: String,
     /// The cluster id learned from the cluster at `--join`, if asked.
     pub cluster_id: Option<ClusterId>,
+    /// A deliberate bug for the book's "break it" labs; `None` otherwise.
+    pub lab_break: Option<super::lab_break::LabBreak>,
 }
 
 /// Why a write was not applied, or why its outcome is not known.

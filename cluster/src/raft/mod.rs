@@ -69,6 +69,7 @@
 pub mod boot;
 pub mod handle;
 pub mod identity;
+pub mod lab_break;
 mod membership;
 mod pending;
 mod ready_loop;
@@ -125,4 +126,7 @@ struct Node {
     snapshot_build: Option<snapshot_policy::SnapshotBuild>,
     /// Clients waiting for the snapshot being built.
     snapshot_waiters: Vec<snapshot_policy::SnapshotWaiter>,
+    /// A deliberate bug for the book's labs (`--lab-break`); `None` always
+    /// but in a lab.
+    lab_break: Option<lab_break::LabBreak>,
 }

@@ -45,6 +45,7 @@ use tokio::sync::oneshot;
 
 use super::Node;
 use super::handle::{WriteError, WriteReply};
+use super::lab_break::LabBreak;
 use crate::state_machine::Command;
 
 /// A client waiting for its proposal, parked under the entry's index.
@@ -214,6 +215,10 @@ impl Node {
             let _ = reply.send(Err(self.not_leader()));
             return;
         }
+        if self.lab_break == Some(LabBreak::StaleReads) {
+            let _ = reply.send(Ok(()));
+            return;
+        }
         self.pending.queued_reads.push(ReadWaiter {
             reply,
             since: Instant::now(),
@@ -280,7 +285,9 @@ impl Node {
         let applied = self.sm.applied_index();
         let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending.ready_reads)
             .into_iter()
-            .partition(|(index, _)| *index <= applied);
+            .partition(|(index, _)| {
+                *index <= applied || self.lab_break == Some(LabBreak::EarlyReads)
+            });
         self.pending.ready_reads = waiting;
         for read in done.into_iter().flat_map(|(_, reads)| reads) {
             let _ = read.reply.send(Ok(()));
@@ -425,6 +432,7 @@ mod tests {
             removed: false,
             snapshot_build: None,
             snapshot_waiters: Vec::new(),
+            lab_break: None,
         };
         let mut harness = Harness {
             node,

@@ -45,6 +45,7 @@ use raft::{SnapshotStatus, StateRole, Storage};
 
 use super::Node;
 use super::handle::{NodeError, NodeStatus, RaftView, Request, WriteError, WriteReply};
+use super::lab_break::LabBreak;
 use super::wal::WalRecord;
 use crate::state_machine::Command;
 
@@ -199,7 +200,11 @@ impl Node {
         }
         self.wal.append(&records)?;
         if ready.must_sync() || snapshot.is_some() {
-            self.wal.sync()?;
+            match self.lab_break {
+                Some(LabBreak::SkipFsync) => self.wal.write_unsynced()?,
+                Some(LabBreak::SkipFlush) => {}
+                _ => self.wal.sync()?,
+            }
         }
 
         // 4. The in-memory log, and the state machine for a snapshot.

@@ -539,6 +539,13 @@ impl Wal {
     }
     // ANCHOR_END: wal_append
 
+    /// Hands the buffered records to the kernel without `fdatasync`: only
+    /// for the `skip-fsync` lab break, which shows that a process kill
+    /// cannot tell this from [`Wal::sync`] (the page cache survives it).
+    pub fn write_unsynced(&mut self) -> Result<(), WalError> {
+        self.writer.flush().map_err(io("writing the WAL"))
+    }
+
     /// Closes the current segment (durably) and starts the next one with the
     /// current hard state, so older segments never hold the only copy of it.
     fn rotate(&mut self) -> Result<(), WalError> {
