@@ -113,6 +113,18 @@ start_cluster() {
             put /labs-check/ready yes >/dev/null 2>&1 &&
             etcdctl --endpoints="$ENDPOINTS" --dial-timeout=1s --command-timeout=2s \
                 del /labs-check/ready >/dev/null 2>&1; then
+            # A quorum answers; every member must be running too (one that
+            # could not bind its ports has exited, and a lab would then fail
+            # for a reason that has nothing to do with it).
+            local id=0 pid
+            for pid in "${pids[@]}"; do
+                id=$((id + 1))
+                if ! kill -0 "$pid" 2>/dev/null; then
+                    echo "labs/check.sh: member $id of the $target cluster exited: $(tail -n 1 "$dir/n$id.log")" >&2
+                    echo "  (ports 41378-43380 are in the kernel's ephemeral range, so an outgoing connection can hold one; set LABS_PORT_PREFIX=1..5 to move them)" >&2
+                    return 1
+                fi
+            done
             return 0
         fi
         sleep 0.2

@@ -4,6 +4,7 @@
 # SIGCONT on the pids in $CLUSTER_PIDS (see labs/lib.sh).
 #
 #   bash labs/consistency/cut-off.sh leader          which member leads
+#   bash labs/consistency/cut-off.sh others 1        the endpoints of every member but 1
 #   bash labs/consistency/cut-off.sh stop 3          pause member 3
 #   bash labs/consistency/cut-off.sh cont 3          resume member 3
 #   bash labs/consistency/cut-off.sh cont all        resume every member
@@ -25,6 +26,11 @@ leader)
         exit 1
     }
     ;;
+others)
+    for i in $(seq "$(member_count)"); do
+        [ "$i" != "${2:?which member?}" ] && endpoint_of "$i"
+    done | paste -sd,
+    ;;
 stop) signal_member STOP "${2:?which member?}" ;;
 cont)
     if [ "${2:-}" == all ]; then
@@ -34,7 +40,7 @@ cont)
     fi
     ;;
 *)
-    echo "usage: cut-off.sh leader | stop N | cont N | cont all" >&2
+    echo "usage: cut-off.sh leader | others N | stop N | cont N | cont all" >&2
     exit 2
     ;;
 esac

@@ -20,7 +20,7 @@ others=()
 for i in $(seq "$n"); do
     if [ -z "$follower" ] && [ "$i" != "$leader" ]; then follower=$i; else others+=("$i"); fi
 done
-others_endpoints=$(for i in "${others[@]}"; do endpoint_of "$i"; done | paste -sd,)
+others_endpoints=$(bash "$here/cut-off.sh" others "$follower")
 at_f() { etcdctl --endpoints="$(endpoint_of "$follower")" --dial-timeout=2s --command-timeout=3s "$@"; }
 on_others() { etcdctl --endpoints="$others_endpoints" --dial-timeout=2s --command-timeout=5s "$@"; }
 echo "leader: member $leader; the member to cut off: member $follower"
