@@ -9,8 +9,11 @@
 #   default: metcd (memory engine) from $CARGO_TARGET_DIR/release/metcd
 #   --etcd:  real etcd 3.4 (Debian's etcd-server), so each lab is known to
 #            behave the same on etcd as on metcd
-# Clusters listen on 127.0.0.1 ports 41379-43380 only, and are stopped
-# (SIGKILL after SIGTERM) when the script exits, however it exits.
+# Clusters listen on 127.0.0.1 ports 41378-43380 only (member i on 4i378,
+# 4i379, 4i380; LABS_PORT_PREFIX=5 moves them to 5i378..., so two checks can
+# run at once), and are stopped (SIGKILL after SIGTERM) when the script
+# exits, however it exits. A port already in use fails the lab at once:
+# otherwise the readiness probe would talk to somebody else's cluster.
 set -uo pipefail
 
 LABS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -56,36 +59,72 @@ stop_cluster() {
 }
 trap 'stop_cluster; rm -rf "$work"' EXIT
 
-export ENDPOINTS="127.0.0.1:41379,127.0.0.1:42379,127.0.0.1:43379"
+p="${LABS_PORT_PREFIX:-4}"
+if [[ ! "$p" =~ ^[1-5]$ ]]; then
+    echo "labs/check.sh: LABS_PORT_PREFIX must be one digit from 1 to 5 (ports <prefix><member>379); got '$p'" >&2
+    exit 2
+fi
+export ENDPOINTS="127.0.0.1:${p}1379,127.0.0.1:${p}2379,127.0.0.1:${p}3379"
+
+# Whether something already listens on 127.0.0.1:$1.
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 start_cluster() {
     local dir="$1"
     mkdir -p "$dir"
     for id in 1 2 3; do
+        for port in "${p}${id}378" "${p}${id}379" "${p}${id}380"; do
+            if port_busy "$port"; then
+                echo "labs/check.sh: 127.0.0.1:$port is already in use (another labs/check.sh? set LABS_PORT_PREFIX)" >&2
+                return 1
+            fi
+        done
+    done
+    for id in 1 2 3; do
         if [ "$target" == metcd ]; then
             "$bin" --id "$id" --engine memory --data-dir "$dir/n$id" \
-                --listen-client "127.0.0.1:4${id}378" --listen-peer "127.0.0.1:4${id}380" \
-                --listen-grpc "127.0.0.1:4${id}379" \
-                --initial-cluster "1=127.0.0.1:41380,2=127.0.0.1:42380,3=127.0.0.1:43380" \
-                --initial-cluster-clients "1=127.0.0.1:41378,2=127.0.0.1:42378,3=127.0.0.1:43378" \
-                --initial-cluster-grpc "1=127.0.0.1:41379,2=127.0.0.1:42379,3=127.0.0.1:43379" \
+                --listen-client "127.0.0.1:${p}${id}378" --listen-peer "127.0.0.1:${p}${id}380" \
+                --listen-grpc "127.0.0.1:${p}${id}379" \
+                --initial-cluster "1=127.0.0.1:${p}1380,2=127.0.0.1:${p}2380,3=127.0.0.1:${p}3380" \
+                --initial-cluster-clients "1=127.0.0.1:${p}1378,2=127.0.0.1:${p}2378,3=127.0.0.1:${p}3378" \
+                --initial-cluster-grpc "1=127.0.0.1:${p}1379,2=127.0.0.1:${p}2379,3=127.0.0.1:${p}3379" \
                 --initial-cluster-token "labs-$$" >"$dir/n$id.log" 2>&1 &
         else
             etcd --name "n$id" --data-dir "$dir/n$id" \
-                --listen-client-urls "http://127.0.0.1:4${id}379" \
-                --advertise-client-urls "http://127.0.0.1:4${id}379" \
-                --listen-peer-urls "http://127.0.0.1:4${id}380" \
-                --initial-advertise-peer-urls "http://127.0.0.1:4${id}380" \
-                --initial-cluster "n1=http://127.0.0.1:41380,n2=http://127.0.0.1:42380,n3=http://127.0.0.1:43380" \
+                --listen-client-urls "http://127.0.0.1:${p}${id}379" \
+                --advertise-client-urls "http://127.0.0.1:${p}${id}379" \
+                --listen-peer-urls "http://127.0.0.1:${p}${id}380" \
+                --initial-advertise-peer-urls "http://127.0.0.1:${p}${id}380" \
+                --initial-cluster "n1=http://127.0.0.1:${p}1380,n2=http://127.0.0.1:${p}2380,n3=http://127.0.0.1:${p}3380" \
                 --initial-cluster-token "labs-$$" --initial-cluster-state new >"$dir/n$id.log" 2>&1 &
         fi
         pids+=($!)
+        echo $! >"$dir/n$id.pid"
     done
+    # What the labs that pause members or read /metrics need (labs/lib.sh).
+    export CLUSTER_PIDS="$dir"
+    if [ "$target" == metcd ]; then
+        export METRICS_ENDPOINTS="127.0.0.1:${p}1378,127.0.0.1:${p}2378,127.0.0.1:${p}3378"
+    else
+        export METRICS_ENDPOINTS="$ENDPOINTS"
+    fi
     for _ in $(seq 100); do
         if etcdctl --endpoints="$ENDPOINTS" --dial-timeout=1s --command-timeout=2s \
             put /labs-check/ready yes >/dev/null 2>&1 &&
             etcdctl --endpoints="$ENDPOINTS" --dial-timeout=1s --command-timeout=2s \
                 del /labs-check/ready >/dev/null 2>&1; then
+            # A quorum answers; every member must be running too (one that
+            # could not bind its ports has exited, and a lab would then fail
+            # for a reason that has nothing to do with it).
+            local id=0 pid
+            for pid in "${pids[@]}"; do
+                id=$((id + 1))
+                if ! kill -0 "$pid" 2>/dev/null; then
+                    echo "labs/check.sh: member $id of the $target cluster exited: $(tail -n 1 "$dir/n$id.log")" >&2
+                    echo "  (ports 41378-43380 are in the kernel's ephemeral range, so an outgoing connection can hold one; set LABS_PORT_PREFIX=1..5 to move them)" >&2
+                    return 1
+                fi
+            done
             return 0
         fi
         sleep 0.2

@@ -64,3 +64,76 @@ finish() {
     printf '\n%d of %d checks failed\n' "$LAB_FAILED" $((LAB_PASSED + LAB_FAILED))
     exit 1
 }
+
+# ---------------------------------------------------------------- members, pids, /metrics
+# Added for the labs that pause members or read /metrics (consistency,
+# operations, locks). Members are numbered 1, 2, 3... in the order of
+# $ENDPOINTS.
+
+LABS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# CLUSTER_PIDS: the directory holding n<i>.pid, the pid of member i.
+# `just cluster <engine>` writes data/cluster/<engine>/n<id>.pid (default
+# engine: memory); labs/check.sh exports its own directory.
+CLUSTER_PIDS="${CLUSTER_PIDS:-$LABS_ROOT/data/cluster/memory}"
+
+# METRICS_ENDPOINTS: where member i serves /metrics, in the order of
+# $ENDPOINTS. etcd serves /metrics on its client port; metcd on its HTTP
+# port, which `just cluster` puts at 13379, 23379 and 33379.
+if [ -z "${METRICS_ENDPOINTS:-}" ]; then
+    if [ "$ENDPOINTS" == "127.0.0.1:12379,127.0.0.1:22379,127.0.0.1:32379" ]; then
+        METRICS_ENDPOINTS="127.0.0.1:13379,127.0.0.1:23379,127.0.0.1:33379"
+    else
+        METRICS_ENDPOINTS="$ENDPOINTS"
+    fi
+fi
+
+# endpoint_of I: the gRPC endpoint of member I.
+endpoint_of() { tr ',' '\n' <<<"$ENDPOINTS" | sed -n "${1}p"; }
+
+# member_count: how many endpoints $ENDPOINTS names.
+member_count() { tr ',' '\n' <<<"$ENDPOINTS" | grep -c .; }
+
+# member_pid I: the pid of member I, from $CLUSTER_PIDS/n<I>.pid (fails if
+# the file is missing or the process is gone).
+member_pid() {
+    local pid
+    pid=$(cat "$CLUSTER_PIDS/n$1.pid" 2>/dev/null) || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    echo "$pid"
+}
+
+# metrics_of I: the Prometheus text of member I.
+metrics_of() {
+    local ep
+    ep=$(tr ',' '\n' <<<"$METRICS_ENDPOINTS" | sed -n "${1}p")
+    [ -n "$ep" ] && curl -sf --max-time 3 "http://$ep/metrics"
+}
+
+# status_field I FIELD: one field of `etcdctl endpoint status -w fields` for
+# member I alone (MemberID, Leader, Revision, RaftTerm, DBSize, Version...).
+status_field() {
+    etcdctl --endpoints="$(endpoint_of "$1")" --dial-timeout=2s --command-timeout=5s \
+        endpoint status -w fields 2>/dev/null |
+        awk -v f="\"$2\"" '$1 == f { sub(/^[^:]*: */, ""); gsub(/"/, ""); print; exit }'
+}
+
+# leader_index: the number of the member that leads (none printed if no
+# member answers that it is the leader).
+leader_index() {
+    local i n
+    n=$(member_count)
+    for i in $(seq "$n"); do
+        local id leader
+        id=$(status_field "$i" MemberID)
+        leader=$(status_field "$i" Leader)
+        if [ -n "$id" ] && [ "$id" == "$leader" ]; then
+            echo "$i"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# is_metcd: true when the cluster is metcd (its version carries "+metcd").
+is_metcd() { status_field 1 Version | grep -q metcd; }

@@ -191,6 +191,7 @@ pub struct Restored {
     pub pairs: u64,
 }
 
+// ANCHOR: restore
 /// Restores the key-value data of `backup` into a new, empty engine of
 /// kind `engine` in the data directory `data_dir` (see the module docs).
 pub fn restore(
@@ -254,6 +255,7 @@ pub fn restore(
         pairs,
     })
 }
+// ANCHOR_END: restore
 
 #[cfg(test)]
 mod tests {

@@ -84,6 +84,7 @@ pub async fn campaign(
     }
 }
 
+// ANCHOR: proclaim
 /// The leader publishes `value`; refused with "election: not leader" if
 /// `leader` no longer leads (its key is gone or was re-created).
 pub async fn proclaim(
@@ -108,6 +109,7 @@ pub async fn proclaim(
     }
     Ok(response.header().cloned())
 }
+// ANCHOR_END: proclaim
 
 /// The leader steps down: its key is deleted if it still leads (resigning
 /// twice, or after losing the lease, is not an error).

@@ -29,6 +29,7 @@ pub(super) fn first_created() -> GetOptions {
         .with_limit(1)
 }
 
+// ANCHOR: lock_recipe
 /// Blocks until the lease `lease` (0: a fresh 60 s lease, as etcd) holds
 /// the lock `name`.
 pub async fn lock(client: &mut Client, name: &[u8], lease: i64) -> Result<Held, RecipeError> {
@@ -108,6 +109,7 @@ pub async fn lock(client: &mut Client, name: &[u8], lease: i64) -> Result<Held, 
         }
     }
 }
+// ANCHOR_END: lock_recipe
 
 /// Releases a hold by deleting its key (a key that is already gone is not
 /// an error, as in etcd).

@@ -11,6 +11,7 @@ use etcd_client::{Client, EventType, GetOptions, SortOrder, SortTarget, WatchOpt
 
 use super::RecipeError;
 
+// ANCHOR: wait_deletes
 /// Waits until every key under `prefix` with a create revision up to
 /// `max_create_revision` is deleted; answers the revision at which that was
 /// observed.
@@ -36,6 +37,7 @@ pub async fn wait_deletes(
         wait_delete(client, predecessor.key(), revision).await?;
     }
 }
+// ANCHOR_END: wait_deletes
 
 /// Waits for a DELETE of `key` at a revision after `after`.
 pub async fn wait_delete(client: &mut Client, key: &[u8], after: i64) -> Result<(), RecipeError> {

@@ -22,6 +22,7 @@ impl LockService {
 
 #[tonic::async_trait]
 impl Lock for LockService {
+    // ANCHOR: lock_service
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
         let request = request.into_inner();
         let mut client = self.loopback.client().await?;
@@ -33,6 +34,7 @@ impl Lock for LockService {
             key: held.key,
         }))
     }
+    // ANCHOR_END: lock_service
 
     async fn unlock(
         &self,
