@@ -74,12 +74,13 @@ setup:
     fi
     echo "setup: done; the first build compiles RocksDB's C++ (about 15 minutes on 2 cores) into $CARGO_TARGET_DIR"
 
-# Everything CI checks: formatting, lints, every test (conformance, property, crash, harness, cluster, the short chaos runs), the book.
+# Everything CI checks: formatting, lints, every test (conformance, property, crash, harness, cluster, the short chaos runs and the break-it labs), the book, every Part IV lab's grader.
 test:
     cargo fmt --all -- --check
     cargo clippy --release --workspace --all-targets -- -D warnings
     cargo test --release --workspace
     just book-check
+    just labs-check
 
 # The main job: run workloads on engines (default: read-heavy and write-heavy on all six, a fixed operation count each) into results/<UTC time>/. Examples: just bench ycsb-a redb,bitcask; just bench read-heavy-large (data 4x the memory each engine may cache in; needs a memory cgroup)
 bench WORKLOADS="default" ENGINES="all" *ARGS:

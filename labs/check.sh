@@ -9,8 +9,10 @@
 #   default: metcd (memory engine) from $CARGO_TARGET_DIR/release/metcd
 #   --etcd:  real etcd 3.4 (Debian's etcd-server), so each lab is known to
 #            behave the same on etcd as on metcd
-# Clusters listen on 127.0.0.1 ports 41378-43380 only (member i on 4i378,
-# 4i379, 4i380; LABS_PORT_PREFIX=5 moves them to 5i378..., so two checks can
+# Clusters listen on 127.0.0.1 ports 21378-23380 only (member i on 2i378,
+# 2i379, 2i380: below the kernel's ephemeral range, which starts at 32768, so
+# no outgoing connection holds one; `just cluster` uses 22379 and 23379, so
+# stop it first; LABS_PORT_PREFIX=4 moves them to 4i378..., so two checks can
 # run at once), and are stopped (SIGKILL after SIGTERM) when the script
 # exits, however it exits. A port already in use fails the lab at once:
 # otherwise the readiness probe would talk to somebody else's cluster.
@@ -59,7 +61,7 @@ stop_cluster() {
 }
 trap 'stop_cluster; rm -rf "$work"' EXIT
 
-p="${LABS_PORT_PREFIX:-4}"
+p="${LABS_PORT_PREFIX:-2}"
 if [[ ! "$p" =~ ^[1-5]$ ]]; then
     echo "labs/check.sh: LABS_PORT_PREFIX must be one digit from 1 to 5 (ports <prefix><member>379); got '$p'" >&2
     exit 2
@@ -121,7 +123,7 @@ start_cluster() {
                 id=$((id + 1))
                 if ! kill -0 "$pid" 2>/dev/null; then
                     echo "labs/check.sh: member $id of the $target cluster exited: $(tail -n 1 "$dir/n$id.log")" >&2
-                    echo "  (ports 41378-43380 are in the kernel's ephemeral range, so an outgoing connection can hold one; set LABS_PORT_PREFIX=1..5 to move them)" >&2
+                    echo "  (is 'just cluster' or another labs/check.sh running? set LABS_PORT_PREFIX=1..5 to move the ports)" >&2
                     return 1
                 fi
             done

@@ -22,6 +22,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+// ANCHOR: lab_break
 /// One deliberately broken rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LabBreak {
@@ -40,6 +41,7 @@ pub enum LabBreak {
     /// before acknowledging: they sit in the process's write buffer.
     SkipFlush,
 }
+// ANCHOR_END: lab_break
 
 impl LabBreak {
     pub const ALL: [LabBreak; 4] = [

@@ -199,6 +199,7 @@ impl Node {
             records.push(WalRecord::HardState(hs.clone()));
         }
         self.wal.append(&records)?;
+        // ANCHOR: wal_sync_step
         if ready.must_sync() || snapshot.is_some() {
             match self.lab_break {
                 Some(LabBreak::SkipFsync) => self.wal.write_unsynced()?,
@@ -206,6 +207,7 @@ impl Node {
                 _ => self.wal.sync()?,
             }
         }
+        // ANCHOR_END: wal_sync_step
 
         // 4. The in-memory log, and the state machine for a snapshot.
         if let Some(snapshot) = snapshot {
