@@ -292,6 +292,57 @@ async fn a_learner_catches_up_through_a_snapshot_and_is_promoted() {
         status.snapshot_index >= 20,
         "node 4 should start from a snapshot: {status:?}"
     );
+    // As in etcd 3.4, a learner serves Status and serializable reads only;
+    // everything else is Unavailable "etcdserver: rpc not supported for
+    // learner", so a client balancer moves on to a voting member.
+    let mut learner = etcd_client::Client::connect([cluster.node(4).grpc.clone()], None)
+        .await
+        .unwrap();
+    let refused = |err: etcd_client::Error| match err {
+        etcd_client::Error::GRpcStatus(s) => {
+            assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}");
+            assert_eq!(s.message(), "etcdserver: rpc not supported for learner");
+        }
+        other => panic!("expected a gRPC status, got {other:?}"),
+    };
+    let local = learner
+        .get(
+            "l49",
+            Some(etcd_client::GetOptions::new().with_serializable()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(local.kvs()[0].value(), b"x");
+    learner.status().await.unwrap();
+    refused(learner.get("l49", None).await.unwrap_err());
+    refused(learner.put("k", "v", None).await.unwrap_err());
+    refused(learner.member_list().await.unwrap_err());
+    refused(learner.lease_grant(10, None).await.unwrap_err());
+    match learner.watch("k", None).await {
+        Err(err) => refused(err),
+        Ok(mut stream) => refused(stream.message().await.unwrap_err()),
+    }
+    // etcd allows one learner at a time.
+    let mut voter = etcd_client::Client::connect([cluster.node(1).grpc.clone()], None)
+        .await
+        .unwrap();
+    let second = voter
+        .member_add(
+            ["http://127.0.0.1:1"],
+            Some(etcd_client::MemberAddOptions::new().with_is_learner()),
+        )
+        .await
+        .unwrap_err();
+    match second {
+        etcd_client::Error::GRpcStatus(s) => {
+            assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
+            assert_eq!(
+                s.message(),
+                "etcdserver: too many learner members in cluster"
+            );
+        }
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
     client.member_promote(4).await.unwrap();
     eventually("node 4 to become a voter everywhere", 100, || async {
         let status = cluster.status(4).await?;
@@ -301,6 +352,8 @@ async fn a_learner_catches_up_through_a_snapshot_and_is_promoted() {
     // Promoting a voter is refused with a message.
     let err = client.member_promote(4).await.unwrap_err().to_string();
     assert!(err.contains("not a learner"), "{err}");
+    // Promoted, the member serves everything.
+    learner.get("l49", None).await.unwrap();
 }
 
 fn raw_http(address: &str, request: &[u8]) -> String {

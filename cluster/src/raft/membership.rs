@@ -69,6 +69,10 @@ pub(super) fn bootstrap_entries(
 
 /// The share of the leader's log a learner must hold to be promoted.
 const LEARNER_READY: f64 = 0.9;
+/// Learners allowed at once, as etcd 3.4's `maxLearners`.
+const MAX_LEARNERS: usize = 1;
+/// etcd's refusal of a second learner (gRPC FailedPrecondition).
+pub const TOO_MANY_LEARNERS: &str = "etcdserver: too many learner members in cluster";
 /// etcd's message for a learner that is not caught up.
 pub const LEARNER_NOT_READY: &str =
     "etcdserver: can only promote a learner member which is in sync with leader";
@@ -145,6 +149,12 @@ impl Node {
                     ..m
                 }),
             ),
+            // etcd 3.4 allows one learner at a time (`maxLearners`): a
+            // learner is a member being brought up to date, not a reader.
+            MemberChange::AddLearner(_) if conf.learners.len() >= MAX_LEARNERS => {
+                let _ = reply.send(Err(WriteError::Rejected(TOO_MANY_LEARNERS.into())));
+                return;
+            }
             MemberChange::AddLearner(m) => (
                 ConfChangeType::AddLearnerNode,
                 m.id,

@@ -22,7 +22,7 @@ use etcd_client::proto::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{GrpcApi, Route, status};
+use super::{GrpcApi, Route, learner_gate, status};
 use crate::command::{Command, CommandResponse};
 use crate::etcd_wire;
 use crate::mvcc::txn::{
@@ -68,6 +68,10 @@ impl PbKvService for KvService {
     ) -> Result<Response<PbRangeResponse>, Status> {
         let pb = request.into_inner();
         let serializable = pb.serializable;
+        if !serializable {
+            // A learner serves local reads only (see `learner_gate`).
+            learner_gate::refuse_unless_voting(&self.api.node)?;
+        }
         let range = etcd_wire::range_in(pb).map_err(status::wire)?;
         validate_range(&range).map_err(status::request)?;
         if !serializable {

@@ -10,6 +10,7 @@
 //! | [`cluster`] | the Cluster service: member list, add, remove, update, promote |
 //! | [`maintenance`] | the Maintenance service: status, alarms, hashes, snapshot, move-leader, defragment |
 //! | [`lease`] | the Lease service: grant, revoke, keep-alive, time-to-live, list |
+//! | [`learner_gate`] | what a learner refuses (all but Status and serializable Range) |
 //! | [`lock`] | the Lock service: Lock, Unlock (etcd's mutex recipe, server-side) |
 //! | [`election`] | the Election service: Campaign, Proclaim, Leader, Observe, Resign |
 //! | [`loopback`] | the member's client of its own API, which those two recipes use |
@@ -40,6 +41,7 @@ pub mod cluster;
 pub mod election;
 pub mod forward;
 pub mod kv;
+pub mod learner_gate;
 pub mod lease;
 pub mod lock;
 pub mod loopback;
@@ -259,9 +261,13 @@ pub async fn serve(
             stream
         },
     );
+    let gate = learner_gate::LearnerGateLayer {
+        node: api.node.clone(),
+    };
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(gate)
         .add_service(PbKvServer::new(kv::KvService::new(api.clone())))
         .add_service(PbLeaseServer::new(lease::LeaseService::new(api.clone())))
         .add_service(PbClusterServer::new(cluster::ClusterService::new(
