@@ -130,6 +130,22 @@ async fn the_kv_service_keeps_etcds_data_model_on_every_member() {
             "etcdserver: key is not provided".to_string()
         )
     );
+    // etcd's --max-request-bytes (1.5 MiB), on every member, for a put and
+    // for a transaction carrying the same put.
+    let big = vec![b'x'; 1_600_000];
+    for node in &cluster.nodes {
+        let mut member = connect(&node.grpc).await;
+        let too_large = (
+            tonic::Code::InvalidArgument,
+            "etcdserver: request is too large".to_string(),
+        );
+        let err = member.put("big", big.clone(), None).await.unwrap_err();
+        assert_eq!(code(&err), too_large, "member {}", node.id);
+        let txn =
+            etcd_client::Txn::new().and_then([etcd_client::TxnOp::put("big", big.clone(), None)]);
+        let err = member.txn(txn).await.unwrap_err();
+        assert_eq!(code(&err), too_large, "member {}", node.id);
+    }
 
     // Every member serves the same data at the same revision.
     for node in &cluster.nodes {

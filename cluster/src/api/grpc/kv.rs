@@ -86,6 +86,7 @@ impl PbKvService for KvService {
         let pb = request.into_inner();
         let put = etcd_wire::put_in(pb.clone());
         validate_put(&put).map_err(status::request)?;
+        status::check_request_size(prost::Message::encoded_len(&pb))?;
         let op = RequestOp::Put(put);
         if let Route::Leader(leader) = self.api.route()? {
             return self
@@ -141,6 +142,7 @@ impl PbKvService for KvService {
         let pb = request.into_inner();
         let txn = etcd_wire::txn_in(pb.clone()).map_err(status::wire)?;
         validate_txn(&txn).map_err(status::request)?;
+        status::check_request_size(prost::Message::encoded_len(&pb))?;
         if let Route::Leader(leader) = self.api.route()? {
             return self
                 .api

@@ -30,6 +30,20 @@ pub const PEER_URL_EXISTS: &str = "etcdserver: Peer URLs already exists";
 pub const NOT_LEARNER: &str = "etcdserver: can only promote a learner member";
 pub const BAD_LEADER_TRANSFEREE: &str = "etcdserver: bad leader transferee";
 pub const NOT_LEADER: &str = "etcdserver: not leader";
+pub const REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
+
+/// etcd's `--max-request-bytes` default: the largest request it proposes
+/// (1.5 MiB; the same bound as metcd's HTTP API body).
+pub const MAX_REQUEST_BYTES: usize = crate::api::http::MAX_VALUE_BYTES;
+
+/// etcd refuses, before proposing, a request whose encoding is larger than
+/// `--max-request-bytes`: InvalidArgument "request is too large".
+pub fn check_request_size(encoded_len: usize) -> Result<(), Status> {
+    if encoded_len > MAX_REQUEST_BYTES {
+        return Err(Status::invalid_argument(REQUEST_TOO_LARGE));
+    }
+    Ok(())
+}
 
 /// A status with etcd's code and message, our detail and the outcome.
 pub fn with_detail(code: Code, message: &str, detail: &str, outcome: Outcome) -> Status {
