@@ -16,21 +16,22 @@ UP=/apisix/upstreams/1
 ectl put /apisix/routes/1 '{"uri":"/hello","upstream_id":"1"}'
 ectl put "$UP" '{"type":"roundrobin","nodes":{"10.0.0.1:80":1}}'
 
-# 2. Two instances of the service "web" register, each under a lease of its own.
+# 2. A gateway starts: list the prefix (empty so far), then watch from the
+#    list's revision + 1.
+ectl get --prefix /discovery/web/ -w fields | grep -E '^"(Revision|Key)"'
+R=$(ectl get --prefix /discovery/web/ -w fields | field Revision)
+ectl put /lab/discovery/list-revision "$R"
+events=$(mktemp)
+timeout 20 etcdctl --endpoints="$ENDPOINTS" watch --prefix /discovery/web/ --rev $((R + 1)) >"$events" 2>&1 &
+watcher=$!
+
+# 3. Two instances of the service "web" register, each under a lease of its own.
 A=$(ectl lease grant 60 | awk '{ print $2 }')
 B=$(ectl lease grant 5 | awk '{ print $2 }')
 ectl put /lab/discovery/lease-a "$A"
 ectl put /lab/discovery/lease-b "$B"
 ectl put --lease="$A" /discovery/web/10.0.0.1:80 '{"weight":1}'
 ectl put --lease="$B" /discovery/web/10.0.0.2:80 '{"weight":1}'
-
-# 3. A gateway starts: list the prefix, then watch from the list's revision + 1.
-ectl get --prefix /discovery/web/ -w fields | grep -E '^"(Revision|Key|Lease)"'
-R=$(ectl get --prefix /discovery/web/ -w fields | field Revision)
-ectl put /lab/discovery/list-revision "$R"
-events=$(mktemp)
-timeout 15 etcdctl --endpoints="$ENDPOINTS" watch --prefix /discovery/web/ --rev $((R + 1)) >"$events" 2>&1 &
-watcher=$!
 
 # 4. Instance A stays healthy (one keep-alive here; a service runs
 #    `lease keep-alive` for as long as it lives); instance B stops sending any.
