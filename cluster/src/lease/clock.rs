@@ -82,6 +82,7 @@ impl Deadlines {
         self.revoking.remove(&id);
     }
 
+    // ANCHOR: lease_renew
     /// A keep-alive: the deadline moves to now + TTL. False if the lease
     /// has no deadline here or it already passed (its revoke is due; a
     /// keep-alive does not bring it back, as in etcd).
@@ -97,6 +98,7 @@ impl Deadlines {
             _ => false,
         }
     }
+    // ANCHOR_END: lease_renew
 
     /// Time left before the lease expires (zero once passed); `None`
     /// without a deadline (not primary, or unknown lease).

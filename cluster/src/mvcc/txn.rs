@@ -300,6 +300,7 @@ fn write_set(ops: &[RequestOp]) -> Result<(Vec<Vec<u8>>, Vec<Deleted>), RequestE
     Ok((puts, deleted))
 }
 
+// ANCHOR: compare
 /// Whether `kv` (a zero-valued one for a missing key) satisfies `compare`.
 pub fn compare_kv(compare: &Compare, kv: &KeyValue) -> bool {
     use std::cmp::Ordering;
@@ -328,6 +329,7 @@ pub fn compare_all(compare: &Compare, kvs: &[KeyValue]) -> bool {
     }
     kvs.iter().all(|kv| compare_kv(compare, kv))
 }
+// ANCHOR_END: compare
 
 #[cfg(test)]
 mod tests {

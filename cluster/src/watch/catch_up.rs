@@ -48,6 +48,7 @@ pub(super) fn round(shared: &Shared) -> bool {
         let mut doomed = Vec::new();
         let mut candidates: Vec<(WatcherKey, i64)> = Vec::new();
         let streams = &state.streams;
+        // ANCHOR: catch_up_compacted
         for (key, watcher) in state.watchers.iter_mut() {
             if watcher.synced {
                 continue;
@@ -63,6 +64,7 @@ pub(super) fn round(shared: &Shared) -> bool {
         for key in doomed {
             state.cancel_compacted(key, compacted);
         }
+        // ANCHOR_END: catch_up_compacted
         let ids: Vec<u64> = state.streams.keys().copied().collect();
         for id in ids {
             state.answer_progress(id);
