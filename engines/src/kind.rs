@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
 
-/// One of the six storage engines.
+/// One of the six storage engines, or the engine lab's (`Student`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
@@ -22,6 +22,11 @@ pub enum EngineKind {
     Rocksdb,
     Fjall,
     Bitcask,
+    /// The engine a reader writes in the book's engine lab
+    /// (`engines/src/student.rs`, graded by `just lab engine`). Not in
+    /// [`EngineKind::ALL`]: "all" means the six engines of the project; name
+    /// it to use it (`--engines student`, `metcd --engine student`).
+    Student,
 }
 
 impl EngineKind {
@@ -44,6 +49,7 @@ impl EngineKind {
             EngineKind::Rocksdb => "rocksdb",
             EngineKind::Fjall => "fjall",
             EngineKind::Bitcask => "bitcask",
+            EngineKind::Student => "student",
         }
     }
 
@@ -61,6 +67,7 @@ impl EngineKind {
             EngineKind::Rocksdb => "LSM tree (C++)",
             EngineKind::Fjall => "LSM tree (Rust)",
             EngineKind::Bitcask => "log-structured hash (ours)",
+            EngineKind::Student => "yours (the engine lab)",
         }
     }
 
@@ -109,6 +116,7 @@ impl FromStr for EngineKind {
         let wanted = s.trim().to_ascii_lowercase();
         EngineKind::ALL
             .into_iter()
+            .chain([EngineKind::Student])
             .find(|k| k.name() == wanted)
             .ok_or_else(|| EngineError::UnknownKind {
                 given: s.to_string(),
@@ -123,7 +131,7 @@ mod tests {
 
     #[test]
     fn every_name_round_trips() {
-        for kind in EngineKind::ALL {
+        for kind in EngineKind::ALL.into_iter().chain([EngineKind::Student]) {
             assert_eq!(kind.name().parse::<EngineKind>().unwrap(), kind);
         }
     }

@@ -48,6 +48,7 @@ pub mod engine;
 pub mod error;
 pub mod export;
 pub mod kind;
+pub mod student;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -100,6 +101,7 @@ pub fn open(kind: EngineKind, dir: &Path, options: &EngineOptions) -> Result<Box
         EngineKind::Rocksdb => Box::new(backends::rocksdb::RocksdbEngine::open(data_dir, options)?),
         EngineKind::Fjall => Box::new(backends::fjall::FjallEngine::open(data_dir, options)?),
         EngineKind::Bitcask => Box::new(bitcask::BitcaskEngine::open(data_dir, options)?),
+        EngineKind::Student => Box::new(student::StudentEngine::open(data_dir, options)?),
     })
 }
 // ANCHOR_END: open

@@ -649,3 +649,9 @@ conformance! {
     fjall => EngineKind::Fjall, 32;
     bitcask => EngineKind::Bitcask, 64;
 }
+
+// The engine lab's engine, graded by `just lab engine`.
+#[cfg(feature = "student-lab")]
+conformance! {
+    student => EngineKind::Student, 64;
+}

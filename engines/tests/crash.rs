@@ -239,6 +239,12 @@ fn crash_fjall() {
     crash_engine(EngineKind::Fjall);
 }
 
+#[cfg(feature = "student-lab")]
+#[test]
+fn crash_student() {
+    crash_engine(EngineKind::Student);
+}
+
 #[test]
 fn crash_bitcask() {
     crash_engine(EngineKind::Bitcask);
