@@ -6,7 +6,12 @@
 # and its two test binaries are built again.
 set -uo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-XX
+# A fixed place, so cargo's fingerprints (and test binaries) are reused and
+# replaced from one check to the next instead of piling up.
+work=/tmp/metcd-engine-lab
+rm -rf "$work/skeleton" "$work/solved"
+mkdir -p "$work/skeleton" "$work/solved"
+# The skeleton as committed (never the reader's work in progress).
 git -C "$repo" archive HEAD | tar -x -C "$work/skeleton"
 git -C "$repo" archive HEAD | tar -x -C "$work/solved"
 cp "$repo/labs/engine/solution.rs" "$work/solved/engines/src/student.rs"
