@@ -8,12 +8,16 @@ set -uo pipefail
 repo="${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/metcd/target}"
 cd "$repo" || exit 2
+# Copies of the repository (labs/engine/check.sh) share the target dir and
+# cargo's artifacts for this feature set, which it tells apart by file times
+# only: touching the graded file makes sure it is this copy that is built.
+touch engines/src/student.rs
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 cargo test --release -p engines --features student-lab \
     --test conformance --test crash -- student >"$out" 2>&1
 status=$?
-if grep -qE '^error(\[|:)' "$out"; then
+if grep -q 'could not compile' "$out"; then
     echo "the student engine does not compile:"
     grep -E -A12 '^error(\[|:)' "$out" | head -n 40
     exit 1
