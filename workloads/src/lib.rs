@@ -56,6 +56,7 @@ pub mod distribution;
 pub mod error;
 pub mod etcd_process;
 pub mod etcd_target;
+pub mod findings;
 pub mod machine;
 pub mod memory_limit;
 pub mod mvcc_cost;

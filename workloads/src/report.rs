@@ -1,4 +1,5 @@
-//! Markdown reports of a run directory: `<workload>/summary.md` and the run's
+//! Markdown reports of a run directory: `<workload>/summary.md`,
+//! `<workload>/findings.md` ([`crate::findings`]) and the run's
 //! `index.md`, rebuilt, with the plots, from the JSON documents alone.
 //!
 //! Every summary says what the numbers depend on before it shows them: the
@@ -41,6 +42,9 @@ pub fn write_reports(run_dir: &Path) -> Result<()> {
         );
         let path = dir.join("summary.md");
         fs::write(&path, summary).context(|| format!("cannot write {}", path.display()))?;
+        let path = dir.join("findings.md");
+        fs::write(&path, crate::findings::findings(workload, documents))
+            .context(|| format!("cannot write {}", path.display()))?;
         draw_workload(&dir, documents)?;
     }
     let machine = fs::read_to_string(run_dir.join(MACHINE_FILE))
