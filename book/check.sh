@@ -97,6 +97,34 @@ for chapter in "${CHAPTERS[@]}"; do
 done
 if ((${#problems[@]})); then fail "unfinished text (TODO, TBD, placeholder, coming soon, FIXME)" "${problems[@]}"; else pass "no TODO, TBD, placeholder or coming soon in any chapter"; fi
 
+# ---------------------------------------------------------------- labs
+# Every lab in labs/ is taught by a chapter that gives its grading command,
+# every chapter of Part IV ends with a graded lab, and every command a
+# chapter gives names a lab that exists.
+problems=()
+LABS_DIR="$ROOT/labs"
+lab_names=()
+for d in "$LABS_DIR"/*/; do
+    name=$(basename "$d")
+    if [[ -f "$d/grade.sh" ]]; then
+        lab_names+=("$name")
+        grep -rqE "just lab $name\b" src --include='*.md' || problems+=("labs/$name has no chapter that says 'just lab $name'")
+    fi
+done
+for chapter in "${CHAPTERS[@]}"; do
+    [[ "$chapter" == practice/* && -f "src/$chapter" ]] || continue
+    grep -qE 'just lab [a-z0-9-]+' "src/$chapter" || problems+=("src/$chapter (Part IV) names no graded lab ('just lab NAME')")
+done
+while IFS= read -r hit; do
+    name=${hit##*just lab }
+    [[ -f "$LABS_DIR/$name/grade.sh" ]] || problems+=("a chapter says 'just lab $name', but labs/$name/grade.sh does not exist")
+done < <(grep -rhoE 'just lab [a-z0-9-]+' src --include='*.md' | sort -u)
+breaks=$(grep -oE '^    [a-z-]+\)' "$LABS_DIR/break/run.sh" 2>/dev/null | tr -d ' )' | sort -u)
+for b in $breaks; do
+    grep -rqE "lab-break $b\b|\`$b\`" src/raft/break-it.md || problems+=("labs/break/run.sh knows '$b', but the Break it chapter does not teach it")
+done
+if ((${#problems[@]})); then fail "labs" "${problems[@]}"; else pass "labs: ${#lab_names[@]} graded labs each taught by a chapter, every Part IV chapter ends with one, break-it labs: $(echo $breaks | tr '\n' ' ')"; fi
+
 # ---------------------------------------------------------------- path helpers
 # An include path is relative to the chapter's directory. Results files are
 # resolved against $RESULTS so that a different run can be checked.
