@@ -356,10 +356,23 @@ pub struct SpawnedCluster {
     /// Each member's etcd v3 gRPC address (`--listen-grpc`).
     grpc: Vec<String>,
     dir: PathBuf,
+    engine: EngineKind,
     _temp: tempfile::TempDir,
 }
 
 impl SpawnedCluster {
+    /// What ran, for reports: the version, the engine and the settings that
+    /// matter for a comparison (metcd's defaults; the harness passes none).
+    pub fn settings(&self) -> String {
+        format!(
+            "metcd {} on {}, {} nodes on 127.0.0.1, default settings (tick 100 ms, election 10 \
+             ticks, snapshot every 10,000 entries, WAL fdatasync before every acknowledgement)",
+            env!("CARGO_PKG_VERSION"),
+            self.engine.name(),
+            self.children.len()
+        )
+    }
+
     /// Starts `nodes` members of `engine` under a fresh directory in
     /// `parent` and waits (at most 20 s) until all agree on a leader.
     pub fn start(
@@ -394,6 +407,7 @@ impl SpawnedCluster {
             endpoints: Vec::new(),
             grpc: Vec::new(),
             dir: temp.path().to_path_buf(),
+            engine,
             _temp: temp,
         };
         for &id in &ids {

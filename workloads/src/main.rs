@@ -522,12 +522,7 @@ fn run(cli: Cli) -> Result<()> {
                         3,
                     )?;
                     let grpc = metcd.grpc_endpoints().to_vec();
-                    let system = format!(
-                        "metcd {} on {}, 3 nodes on 127.0.0.1, default settings (tick 100 ms, \
-                         election 10 ticks, snapshot every 10,000 entries, WAL fdatasync before every acknowledgement)",
-                        env!("CARGO_PKG_VERSION"),
-                        engine.name()
-                    );
+                    let system = metcd.settings();
                     (grpc, system, None, Some(metcd))
                 }
                 (None, Some(other)) => {

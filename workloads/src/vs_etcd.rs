@@ -146,12 +146,7 @@ impl Running {
     fn system(&self) -> String {
         match self {
             Running::Etcd(etcd) => etcd.settings(),
-            Running::Metcd(_, engine) => format!(
-                "metcd {} on {}, 3 nodes on 127.0.0.1, default settings (tick 100 ms, election 10 \
-                 ticks, snapshot every 10,000 entries, WAL fdatasync before every acknowledgement)",
-                env!("CARGO_PKG_VERSION"),
-                engine.name()
-            ),
+            Running::Metcd(metcd, _) => metcd.settings(),
         }
     }
 

@@ -57,6 +57,21 @@ impl Forwarder {
         Ok(channel)
     }
 
+    /// A client of the leader at `address` whose connection is up: until it
+    /// is, nothing was sent, so a failure here is a definite "not applied".
+    async fn ready(&self, address: &str) -> Result<tonic::client::Grpc<Channel>, Status> {
+        let mut grpc = tonic::client::Grpc::new(self.channel(address)?);
+        if let Err(err) = grpc.ready().await {
+            return Err(status::with_detail(
+                tonic::Code::Unavailable,
+                status::NO_LEADER,
+                &format!("the leader at {address} cannot be reached: {err}; nothing was sent"),
+                Outcome::NotApplied,
+            ));
+        }
+        Ok(grpc)
+    }
+
     /// Calls `path` on the leader at `address` with `request`.
     pub async fn unary<Req, Resp>(
         &self,
@@ -68,16 +83,7 @@ impl Forwarder {
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
-        let channel = self.channel(address)?;
-        let mut grpc = tonic::client::Grpc::new(channel);
-        if let Err(err) = grpc.ready().await {
-            return Err(status::with_detail(
-                tonic::Code::Unavailable,
-                status::NO_LEADER,
-                &format!("the leader at {address} cannot be reached: {err}; nothing was sent"),
-                Outcome::NotApplied,
-            ));
-        }
+        let mut grpc = self.ready(address).await?;
         let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
         match grpc
             .unary(
@@ -118,16 +124,7 @@ impl Forwarder {
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
-        let channel = self.channel(address)?;
-        let mut grpc = tonic::client::Grpc::new(channel);
-        if let Err(err) = grpc.ready().await {
-            return Err(status::with_detail(
-                tonic::Code::Unavailable,
-                status::NO_LEADER,
-                &format!("the leader at {address} cannot be reached: {err}; nothing was sent"),
-                Outcome::NotApplied,
-            ));
-        }
+        let mut grpc = self.ready(address).await?;
         let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
         let outbound = tokio_stream::iter([request]);
         let lost = |err: String| {
