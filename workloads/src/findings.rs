@@ -25,8 +25,10 @@ fn us(nanos: f64) -> String {
         format!("{v:.2} µs")
     } else if v < 100.0 {
         format!("{v:.1} µs")
-    } else {
+    } else if v < 10_000.0 {
         format!("{v:.0} µs")
+    } else {
+        format!("{:.1} ms", v / 1000.0)
     }
 }
 

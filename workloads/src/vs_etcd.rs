@@ -206,53 +206,125 @@ pub fn run(config: &VsEtcdConfig) -> Result<()> {
             systems.iter().rev().copied().collect()
         };
         for which in order {
-            let running = start(config, which)?;
+            let mut running = start(config, which)?;
             let name = running.name();
             eprintln!("vs-etcd: round {round}: {}", running.system());
             for case in &config.cases {
-                let started_at = SystemTime::now();
-                let target = EtcdTarget::connect(
-                    &name,
-                    &running.system(),
-                    running.members(),
-                    case.spec.threads.max(1),
-                    case.spec.read_consistency,
-                )?
-                .with_pids(running.pids())
-                .with_txn_writes(case.txn_writes);
-                let label = format!("r{round} {} {name}", case.spec.name);
-                let measurement = runner::run_with(&case.spec, &target, &label, &mut || Ok(()))?;
-                let document = ResultDocument::build(
-                    RunContext {
-                        spec: &case.spec,
-                        target_name: name.clone(),
-                        target_description: crate::target::Target::description(&target),
-                        machine: &machine,
-                        started_at,
-                        durability_override: crate::target::Target::durability_override(&target),
-                        sync_primitive: crate::target::Target::sync_primitive(&target),
-                        memory_limit: None,
-                    },
-                    &measurement,
-                )?;
-                let path = config
-                    .out_dir
-                    .join(&case.spec.name)
-                    .join("rounds")
-                    .join(format!("{name}-r{round}.json"));
-                if let Some(dir) = path.parent() {
-                    fs::create_dir_all(dir)
-                        .context(|| format!("cannot create {}", dir.display()))?;
+                match run_case(config, &machine, &running, case, round) {
+                    Ok(ops) => {
+                        eprintln!("  {:<14} {:<12} {:>9.0} ops/s", case.spec.name, name, ops)
+                    }
+                    Err(err) => {
+                        // A failed case is a result too (a leader lost under
+                        // load, a member that died): recorded beside the
+                        // rounds and listed in the report, and the system is
+                        // started afresh so the next case is measured on a
+                        // healthy cluster, not on the wreck of this one.
+                        eprintln!("  {:<14} {:<12} FAILED: {err}", case.spec.name, name);
+                        record_failure(&config.out_dir, &case.spec.name, &name, round, &err)?;
+                        drop(running);
+                        running = start(config, which)?;
+                    }
                 }
-                document.write(&path)?;
-                eprintln!(
-                    "  {:<14} {:<12} {:>9.0} ops/s",
-                    case.spec.name, name, document.run.throughput_ops_per_sec
-                );
             }
         }
     }
     report(&config.out_dir)
+}
+
+/// Measures one case on `running` and writes its round document; returns
+/// its throughput.
+fn run_case(
+    config: &VsEtcdConfig,
+    machine: &Machine,
+    running: &Running,
+    case: &Case,
+    round: usize,
+) -> Result<f64> {
+    let name = running.name();
+    let started_at = SystemTime::now();
+    let target = EtcdTarget::connect(
+        &name,
+        &running.system(),
+        running.members(),
+        case.spec.threads.max(1),
+        case.spec.read_consistency,
+    )?
+    .with_pids(running.pids())
+    .with_txn_writes(case.txn_writes);
+    let label = format!("r{round} {} {name}", case.spec.name);
+    let measurement = runner::run_with(&case.spec, &target, &label, &mut || Ok(()))?;
+    let document = ResultDocument::build(
+        RunContext {
+            spec: &case.spec,
+            target_name: name.clone(),
+            target_description: crate::target::Target::description(&target),
+            machine,
+            started_at,
+            durability_override: crate::target::Target::durability_override(&target),
+            sync_primitive: crate::target::Target::sync_primitive(&target),
+            memory_limit: None,
+        },
+        &measurement,
+    )?;
+    let path = config
+        .out_dir
+        .join(&case.spec.name)
+        .join("rounds")
+        .join(format!("{name}-r{round}.json"));
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).context(|| format!("cannot create {}", dir.display()))?;
+    }
+    document.write(&path)?;
+    Ok(document.run.throughput_ops_per_sec)
+}
+
+/// Name of the file, in a case's `rounds/`, that records a failed round.
+const FAILED_SUFFIX: &str = ".failed.txt";
+
+/// Records that `system` failed `case` in `round`, and why.
+fn record_failure(
+    out: &Path,
+    case: &str,
+    system: &str,
+    round: usize,
+    err: &WorkloadError,
+) -> Result<()> {
+    let dir = out.join(case).join("rounds");
+    fs::create_dir_all(&dir).context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(format!("{system}-r{round}{FAILED_SUFFIX}"));
+    fs::write(&path, format!("{err}\n")).context(|| format!("cannot write {}", path.display()))
+}
+
+/// Every failed round under `out`: (case, file stem, reason).
+fn failures(out: &Path) -> Result<Vec<(String, String, String)>> {
+    let mut found = Vec::new();
+    for case_dir in case_dirs(out)? {
+        let case = case_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dir = case_dir.join("rounds");
+        let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+            .context(|| format!("cannot list {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.to_string_lossy().ends_with(FAILED_SUFFIX))
+            .collect();
+        files.sort();
+        for file in files {
+            let stem = file
+                .file_name()
+                .map(|n| {
+                    n.to_string_lossy()
+                        .trim_end_matches(FAILED_SUFFIX)
+                        .to_string()
+                })
+                .unwrap_or_default();
+            let reason = fs::read_to_string(&file).unwrap_or_default();
+            found.push((case.clone(), stem, reason.trim().to_string()));
+        }
+    }
+    Ok(found)
 }
 
 /// Chooses each system's median round per case, then writes the reports,
@@ -417,5 +489,42 @@ fn comparison(out: &Path) -> Result<String> {
         })
         .unwrap_or_default();
     let _ = writeln!(md, "\n## Systems\n\n{}", systems.join("\n"));
+    let failed = failures(out)?;
+    if !failed.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Failed rounds\n\nA failed round has no document; its case's median is over the \
+             rounds that completed, and the system was restarted for the next case.\n"
+        );
+        for (case, stem, reason) in failed {
+            let _ = writeln!(md, "- {case}, {stem}: {reason}");
+        }
+    }
     Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_round_is_recorded_and_reported() {
+        let out = tempfile::tempdir().unwrap();
+        let err = WorkloadError::Results {
+            context: "ycsb-e".into(),
+            message: "no leader within 10 s".into(),
+        };
+        record_failure(out.path(), "ycsb-e", "metcd-bitcask", 3, &err).unwrap();
+        let found = failures(out.path()).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, "ycsb-e");
+        assert_eq!(found[0].1, "metcd-bitcask-r3");
+        assert!(found[0].2.contains("no leader within 10 s"), "{found:?}");
+        let md = comparison(out.path()).unwrap();
+        assert!(md.contains("## Failed rounds"), "{md}");
+        assert!(
+            md.contains("- ycsb-e, metcd-bitcask-r3: ") && md.contains("no leader"),
+            "{md}"
+        );
+    }
 }
