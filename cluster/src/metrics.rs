@@ -288,6 +288,16 @@ pub struct NodeFacts {
     pub engine: String,
     pub has_leader: bool,
     pub is_leader: bool,
+    /// Bytes of the engine's files (`None` for the memory engine).
+    pub db_bytes: Option<u64>,
+    /// The store's current and compacted revisions.
+    pub revision: i64,
+    pub compact_revision: i64,
+    /// Watchers caught up with the store, watchers catching up from
+    /// history (etcd's "slow" watchers), and open watch streams.
+    pub synced_watchers: usize,
+    pub unsynced_watchers: usize,
+    pub watch_streams: usize,
 }
 
 /// The whole exposition.
@@ -357,6 +367,44 @@ pub fn render(node: &NodeFacts) -> String {
         "The total number of bytes received from peers.",
         "From",
         &PEER_RECEIVED_BYTES,
+    );
+    if let Some(bytes) = node.db_bytes {
+        out.gauge(
+            "etcd_mvcc_db_total_size_in_bytes",
+            "Total size of the underlying database physically allocated in bytes.",
+            &[],
+            i64::try_from(bytes).unwrap_or(i64::MAX),
+        );
+    }
+    out.gauge(
+        "etcd_debugging_mvcc_current_revision",
+        "The current revision of store.",
+        &[],
+        node.revision,
+    );
+    out.gauge(
+        "etcd_debugging_mvcc_compact_revision",
+        "The revision of the last compaction in store.",
+        &[],
+        node.compact_revision,
+    );
+    out.gauge(
+        "etcd_debugging_mvcc_watcher_total",
+        "Total number of watchers.",
+        &[],
+        (node.synced_watchers + node.unsynced_watchers) as i64,
+    );
+    out.gauge(
+        "etcd_debugging_mvcc_slow_watcher_total",
+        "Total number of unsynced slow watchers.",
+        &[],
+        node.unsynced_watchers as i64,
+    );
+    out.gauge(
+        "etcd_debugging_mvcc_watch_stream_total",
+        "Total number of watch streams.",
+        &[],
+        node.watch_streams as i64,
     );
     let member = node.member.to_string();
     out.gauge(
@@ -572,6 +620,12 @@ x_seconds_count 4
             engine: "redb".into(),
             has_leader: true,
             is_leader: false,
+            db_bytes: Some(4096),
+            revision: 7,
+            compact_revision: 3,
+            synced_watchers: 2,
+            unsynced_watchers: 1,
+            watch_streams: 2,
         });
         let mut types = std::collections::BTreeSet::new();
         for line in text.lines() {
@@ -614,6 +668,9 @@ x_seconds_count 4
             assert!(types.contains(name), "{name} missing");
         }
         assert!(text.contains("etcd_server_has_leader 1\n"));
+        assert!(text.contains("etcd_mvcc_db_total_size_in_bytes 4096\n"));
+        assert!(text.contains("etcd_debugging_mvcc_watcher_total 3\n"));
+        assert!(text.contains("etcd_debugging_mvcc_slow_watcher_total 1\n"));
         assert!(text.contains(
             "metcd_server_info{cluster_id=\"00000000000000ab\",member_id=\"1\",engine=\"redb\"} 1\n"
         ));

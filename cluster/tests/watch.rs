@@ -359,6 +359,29 @@ async fn a_slow_watcher_neither_blocks_writes_nor_misses_events() {
         .expect("writes stalled while a watcher did not read");
     let took = started.elapsed();
     let through = from + PUTS as i64 - 1;
+    // etcd's watch gauges show the watcher, set aside while it does not read.
+    let metrics = cluster
+        .client()
+        .metrics_of(&cluster.node(leader).client)
+        .await
+        .unwrap();
+    let gauge = |name: &str| cluster::metrics::metric_value(&metrics, name).unwrap_or(-1.0);
+    assert!(
+        gauge("etcd_debugging_mvcc_watcher_total") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        gauge("etcd_debugging_mvcc_watch_stream_total") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        gauge("etcd_debugging_mvcc_current_revision") >= through as f64,
+        "{metrics}"
+    );
+    assert!(
+        gauge("etcd_debugging_mvcc_slow_watcher_total") >= 1.0,
+        "{metrics}"
+    );
     let replies = until(&mut slow, through, Duration::from_secs(120)).await;
     let seen = by_revision(&replies);
     assert_every_revision(&seen, from, through);

@@ -3,8 +3,9 @@
 //!
 //! The counters and histograms live in [`crate::metrics`], recorded where
 //! things happen; this handler adds what is read from the node at scrape
-//! time (is a leader known, is it this node, which engine, which cluster)
-//! and writes the exposition. It never waits for the Raft thread, so a
+//! time (is a leader known, is it this node, which engine, which cluster,
+//! the engine's size on disk, the store's revisions, the watchers) and
+//! writes the exposition. It never waits for the Raft thread, so a
 //! stuck node can still be scraped.
 
 use axum::Router;
@@ -28,12 +29,25 @@ pub fn router(node: NodeHandle) -> Router {
 
 async fn metrics(State(node): State<NodeHandle>) -> Response {
     let view = node.view();
+    let (synced_watchers, unsynced_watchers, watch_streams) = node.watch.counts();
+    let db_bytes = node
+        .engine
+        .kind()
+        .is_durable()
+        .then(|| engines::disk_usage(&crate::raft::engine_dir(&node.data_dir)).ok())
+        .flatten();
     let facts = NodeFacts {
         member: node.id,
         cluster: node.identity.cluster.to_string(),
         engine: node.engine.kind().to_string(),
         has_leader: view.leader != 0,
         is_leader: view.is_leader,
+        db_bytes,
+        revision: node.kv.revision(),
+        compact_revision: node.kv.compacted_revision(),
+        synced_watchers,
+        unsynced_watchers,
+        watch_streams,
     };
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&facts)).into_response()
 }
