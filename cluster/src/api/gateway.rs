@@ -11,8 +11,18 @@
 //! POST /v3/kv/deleterange  DeleteRangeRequest  -> DeleteRangeResponse
 //! POST /v3/kv/txn          TxnRequest          -> TxnResponse
 //! POST /v3/kv/compaction   CompactionRequest   -> CompactionResponse
-//! /v3beta/kv/...           the same (etcd 3.4 serves both prefixes)
+//! POST /v3/lease/grant      LeaseGrantRequest   -> LeaseGrantResponse
+//! POST /v3/lease/revoke     LeaseRevokeRequest  -> LeaseRevokeResponse     (also /v3/kv/lease/revoke)
+//! POST /v3/lease/keepalive  LeaseKeepAliveRequest -> {"result": LeaseKeepAliveResponse}
+//! POST /v3/lease/timetolive LeaseTimeToLiveRequest -> LeaseTimeToLiveResponse (also /v3/kv/lease/timetolive)
+//! POST /v3/lease/leases     LeaseLeasesRequest  -> LeaseLeasesResponse     (also /v3/kv/lease/leases)
+//! /v3beta/...              the same (etcd 3.4 serves both prefixes)
 //! ```
+//!
+//! The lease messages' fields keep etcd's .proto names: `ID`, `TTL`,
+//! `grantedTTL`, `keys`. A keep-alive is a stream in gRPC; through the
+//! gateway, as through etcd's, one request renews once and is answered
+//! with one `{"result": ...}` object.
 //!
 //! # One request
 //!
@@ -37,7 +47,7 @@
 //! # Errors
 //!
 //! As etcd's gateway sends them: the gRPC code mapped to an HTTP status
-//! (InvalidArgument and OutOfRange are 400, NotFound 404, Unavailable 503,
+//! (InvalidArgument and OutOfRange are 400, FailedPrecondition 412, NotFound 404, Unavailable 503,
 //! ...) and the body `{"error":M,"message":M,"code":N}` with etcd's exact
 //! message M and the numeric gRPC code N. metcd's own explanation and
 //! whether the request had an effect travel in the `X-Metcd-Detail` and
@@ -65,15 +75,18 @@ use axum::routing::any;
 use base64::Engine as _;
 use etcd_client::proto::{
     PbCompactionRequest, PbCompactionResponse, PbCompare, PbDeleteRequest, PbDeleteResponse,
-    PbKeyValue, PbKvService, PbPutRequest, PbPutResponse, PbRangeRequest, PbRangeResponse,
-    PbResponseHeader, PbResponseOp, PbTargetUnion, PbTxnOpRequest, PbTxnOpResponse, PbTxnRequest,
-    PbTxnRequestOp, PbTxnResponse,
+    PbKeyValue, PbKvService, PbLeaseGrantRequest, PbLeaseGrantResponse, PbLeaseKeepAliveRequest,
+    PbLeaseKeepAliveResponse, PbLeaseLeasesRequest, PbLeaseLeasesResponse, PbLeaseRevokeRequest,
+    PbLeaseRevokeResponse, PbLeaseService, PbLeaseTimeToLiveRequest, PbLeaseTimeToLiveResponse,
+    PbPutRequest, PbPutResponse, PbRangeRequest, PbRangeResponse, PbResponseHeader, PbResponseOp,
+    PbTargetUnion, PbTxnOpRequest, PbTxnOpResponse, PbTxnRequest, PbTxnRequestOp, PbTxnResponse,
 };
 use serde_json::{Map, Value};
 
 use super::ApiConfig;
 use super::grpc::GrpcApi;
 use super::grpc::kv::KvService;
+use super::grpc::lease::LeaseService;
 use crate::raft::NodeHandle;
 
 /// A JSON body may carry a value of etcd's request limit, base64-encoded
@@ -83,13 +96,16 @@ const MAX_BODY_BYTES: usize = super::MAX_VALUE_BYTES / 3 * 4 + 64 * 1024;
 #[derive(Clone)]
 struct Gateway {
     kv: Arc<KvService>,
+    lease: Arc<LeaseService>,
     config: ApiConfig,
 }
 
 /// The gateway's routes, under `/v3/kv/` and `/v3beta/kv/`.
 pub fn router(node: NodeHandle, config: ApiConfig) -> Router {
+    let api = GrpcApi::new(node, config);
     let gateway = Gateway {
-        kv: Arc::new(KvService::new(GrpcApi::new(node, config))),
+        kv: Arc::new(KvService::new(api.clone())),
+        lease: Arc::new(LeaseService::new(api)),
         config,
     };
     let mut router = Router::new();
@@ -99,7 +115,21 @@ pub fn router(node: NodeHandle, config: ApiConfig) -> Router {
             .route(&format!("{prefix}/kv/range"), any(range))
             .route(&format!("{prefix}/kv/deleterange"), any(delete_range))
             .route(&format!("{prefix}/kv/txn"), any(txn))
-            .route(&format!("{prefix}/kv/compaction"), any(compaction));
+            .route(&format!("{prefix}/kv/compaction"), any(compaction))
+            .route(&format!("{prefix}/lease/grant"), any(lease_grant))
+            .route(&format!("{prefix}/lease/revoke"), any(lease_revoke))
+            .route(&format!("{prefix}/kv/lease/revoke"), any(lease_revoke))
+            .route(&format!("{prefix}/lease/keepalive"), any(lease_keep_alive))
+            .route(
+                &format!("{prefix}/lease/timetolive"),
+                any(lease_time_to_live),
+            )
+            .route(
+                &format!("{prefix}/kv/lease/timetolive"),
+                any(lease_time_to_live),
+            )
+            .route(&format!("{prefix}/lease/leases"), any(lease_leases))
+            .route(&format!("{prefix}/kv/lease/leases"), any(lease_leases));
     }
     router.with_state(gateway)
 }
@@ -114,9 +144,9 @@ fn http_status(code: tonic::Code) -> StatusCode {
     match code {
         Code::Ok => StatusCode::OK,
         Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
-        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
-            StatusCode::BAD_REQUEST
-        }
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        // grpc-gateway v1 (etcd 3.4's) answers 412 here; v2 changed it to 400.
+        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
         Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
@@ -175,7 +205,7 @@ async fn call<Req, Resp, Fut>(
     headers: HeaderMap,
     body: Body,
     decode: fn(&Map<String, Value>) -> Result<Req, Malformed>,
-    service: impl FnOnce(Arc<KvService>, tonic::Request<Req>) -> Fut,
+    service: impl FnOnce(Gateway, tonic::Request<Req>) -> Fut,
     encode: fn(&Resp) -> Value,
 ) -> Response
 where
@@ -206,7 +236,7 @@ where
         Ok(request) => request,
         Err(err) => return malformed(err),
     };
-    match service(Arc::clone(&gateway.kv), tonic::Request::new(request)).await {
+    match service(gateway.clone(), tonic::Request::new(request)).await {
         Ok(answer) => json(StatusCode::OK, &encode(answer.get_ref())),
         Err(status) => status_response(&status),
     }
@@ -247,7 +277,7 @@ async fn put(State(g): State<Gateway>, method: Method, headers: HeaderMap, body:
         headers,
         body,
         put_request,
-        |kv, r| async move { kv.put(r).await },
+        |g, r| async move { g.kv.put(r).await },
         put_response,
     )
     .await
@@ -265,7 +295,7 @@ async fn range(
         headers,
         body,
         range_request,
-        |kv, r| async move { kv.range(r).await },
+        |g, r| async move { g.kv.range(r).await },
         range_response,
     )
     .await
@@ -283,7 +313,7 @@ async fn delete_range(
         headers,
         body,
         delete_request,
-        |kv, r| async move { kv.delete_range(r).await },
+        |g, r| async move { g.kv.delete_range(r).await },
         delete_response,
     )
     .await
@@ -296,7 +326,7 @@ async fn txn(State(g): State<Gateway>, method: Method, headers: HeaderMap, body:
         headers,
         body,
         txn_request,
-        |kv, r| async move { kv.txn(r).await },
+        |g, r| async move { g.kv.txn(r).await },
         txn_response,
     )
     .await
@@ -314,8 +344,160 @@ async fn compaction(
         headers,
         body,
         compaction_request,
-        |kv, r| async move { kv.compact(r).await },
+        |g, r| async move { g.kv.compact(r).await },
         |r: &PbCompactionResponse| with_header(Map::new(), &r.header),
+    )
+    .await
+}
+
+async fn lease_grant(
+    State(g): State<Gateway>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    call(
+        &g,
+        method,
+        headers,
+        body,
+        |map| {
+            let f = Fields::new(map, "LeaseGrantRequest", &["TTL", "ID"])?;
+            Ok(PbLeaseGrantRequest {
+                ttl: f.int64("TTL")?,
+                id: f.int64("ID")?,
+            })
+        },
+        |g, r| async move { g.lease.lease_grant(r).await },
+        |r: &PbLeaseGrantResponse| {
+            let body = Out(Map::new())
+                .int("ID", r.id)
+                .int("TTL", r.ttl)
+                .text("error", &r.error);
+            with_header(body.0, &r.header)
+        },
+    )
+    .await
+}
+
+fn lease_id_request(map: &Map<String, Value>, message: &'static str) -> Result<i64, Malformed> {
+    Fields::new(map, message, &["ID"])?.int64("ID")
+}
+
+async fn lease_revoke(
+    State(g): State<Gateway>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    call(
+        &g,
+        method,
+        headers,
+        body,
+        |map| {
+            Ok(PbLeaseRevokeRequest {
+                id: lease_id_request(map, "LeaseRevokeRequest")?,
+            })
+        },
+        |g, r| async move { g.lease.lease_revoke(r).await },
+        |r: &PbLeaseRevokeResponse| with_header(Map::new(), &r.header),
+    )
+    .await
+}
+
+async fn lease_keep_alive(
+    State(g): State<Gateway>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    call(
+        &g,
+        method,
+        headers,
+        body,
+        |map| {
+            Ok(PbLeaseKeepAliveRequest {
+                id: lease_id_request(map, "LeaseKeepAliveRequest")?,
+            })
+        },
+        |g, r| async move {
+            g.lease
+                .keep_alive_once(r.into_inner())
+                .await
+                .map(tonic::Response::new)
+        },
+        |r: &PbLeaseKeepAliveResponse| {
+            let body = Out(Map::new()).int("ID", r.id).int("TTL", r.ttl);
+            let mut result = Map::new();
+            result.insert("result".into(), with_header(body.0, &r.header));
+            Value::Object(result)
+        },
+    )
+    .await
+}
+
+async fn lease_time_to_live(
+    State(g): State<Gateway>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    call(
+        &g,
+        method,
+        headers,
+        body,
+        |map| {
+            let f = Fields::new(map, "LeaseTimeToLiveRequest", &["ID", "keys"])?;
+            Ok(PbLeaseTimeToLiveRequest {
+                id: f.int64("ID")?,
+                keys: f.boolean("keys")?,
+            })
+        },
+        |g, r| async move { g.lease.lease_time_to_live(r).await },
+        |r: &PbLeaseTimeToLiveResponse| {
+            let keys = r
+                .keys
+                .iter()
+                .map(|k| Value::String(BASE64.encode(k)))
+                .collect();
+            let body = Out(Map::new())
+                .int("ID", r.id)
+                .int("TTL", r.ttl)
+                .int("grantedTTL", r.granted_ttl)
+                .list("keys", keys);
+            with_header(body.0, &r.header)
+        },
+    )
+    .await
+}
+
+async fn lease_leases(
+    State(g): State<Gateway>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    call(
+        &g,
+        method,
+        headers,
+        body,
+        |map| {
+            Fields::new(map, "LeaseLeasesRequest", &[])?;
+            Ok(PbLeaseLeasesRequest {})
+        },
+        |g, r| async move { g.lease.lease_leases(r).await },
+        |r: &PbLeaseLeasesResponse| {
+            let leases = r
+                .leases
+                .iter()
+                .map(|l| Value::Object(Out(Map::new()).int("ID", l.id).0))
+                .collect();
+            with_header(Out(Map::new()).list("leases", leases).0, &r.header)
+        },
     )
     .await
 }
@@ -659,6 +841,13 @@ impl Out {
     fn int(mut self, name: &str, value: impl Into<i128>) -> Out {
         let value = value.into();
         if value != 0 {
+            self.0.insert(name.into(), Value::String(value.to_string()));
+        }
+        self
+    }
+
+    fn text(mut self, name: &str, value: &str) -> Out {
+        if !value.is_empty() {
             self.0.insert(name.into(), Value::String(value.to_string()));
         }
         self

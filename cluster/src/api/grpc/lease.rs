@@ -44,6 +44,15 @@ impl LeaseService {
     pub fn new(api: GrpcApi) -> LeaseService {
         LeaseService { api }
     }
+
+    /// One keep-alive outside a stream (the JSON gateway's
+    /// `/v3/lease/keepalive`), answered as the stream answers it.
+    pub async fn keep_alive_once(
+        &self,
+        request: PbLeaseKeepAliveRequest,
+    ) -> Result<PbLeaseKeepAliveResponse, Status> {
+        keep_alive(&self.api, request).await
+    }
 }
 
 /// One keep-alive, served here on the leader or forwarded to it.
