@@ -40,6 +40,7 @@ const TAG_TXN: u8 = 3;
 const TAG_COMPACT: u8 = 4;
 const TAG_LEASE_GRANT: u8 = 5;
 const TAG_LEASE_REVOKE: u8 = 6;
+const TAG_PUBLISH: u8 = 7;
 const HEADER: usize = 1 + 8;
 
 /// A client write, as carried in a Raft entry.
@@ -57,6 +58,15 @@ pub enum Command {
     LeaseRevoke {
         id: i64,
     },
+    /// A member's client addresses, published by the member itself once it
+    /// runs (as etcd's members publish their attributes through Raft), so
+    /// that one added by address of its peer only (etcd's MemberAdd) is
+    /// listed with the addresses clients reach it on.
+    PublishMember {
+        id: u64,
+        client: String,
+        grpc: Option<String>,
+    },
 }
 
 /// What applying a command produced, for the waiting client.
@@ -66,6 +76,7 @@ pub enum CommandResponse {
     Compacted,
     LeaseGranted { id: i64, ttl: i64 },
     LeaseRevoked,
+    Published,
 }
 
 /// The answer to an applied entry.
@@ -118,6 +129,12 @@ impl Command {
                 TAG_LEASE_REVOKE,
                 etcd_client::proto::PbLeaseRevokeRequest { id: *id }.encode_to_vec(),
             ),
+            Command::PublishMember { id, client, grpc } => (
+                TAG_PUBLISH,
+                serde_json::json!({ "id": id, "client": client, "grpc": grpc })
+                    .to_string()
+                    .into_bytes(),
+            ),
         };
         let mut out = Vec::with_capacity(HEADER + body.len());
         out.push(tag);
@@ -160,6 +177,21 @@ impl Command {
                     .map_err(|e| format!("lease revoke protobuf: {e}"))?;
                 Command::LeaseRevoke { id: pb.id }
             }
+            TAG_PUBLISH => {
+                #[derive(serde::Deserialize)]
+                struct Published {
+                    id: u64,
+                    client: String,
+                    grpc: Option<String>,
+                }
+                let p: Published =
+                    serde_json::from_slice(body).map_err(|e| format!("member publication: {e}"))?;
+                Command::PublishMember {
+                    id: p.id,
+                    client: p.client,
+                    grpc: p.grpc,
+                }
+            }
             other => return Err(format!("unknown command tag {other}")),
         };
         Ok((command, proposer))
@@ -179,6 +211,16 @@ mod tests {
             Command::Compact { revision: 42 },
             Command::LeaseGrant { id: 7, ttl: 60 },
             Command::LeaseRevoke { id: i64::MAX },
+            Command::PublishMember {
+                id: 4,
+                client: "127.0.0.1:43379".into(),
+                grpc: Some("127.0.0.1:42379".into()),
+            },
+            Command::PublishMember {
+                id: 5,
+                client: String::new(),
+                grpc: None,
+            },
         ] {
             assert_eq!(
                 Command::decode(&command.encode(7)).unwrap(),

@@ -649,6 +649,11 @@ impl StateMachine {
                 self.advance(index, term);
                 return Ok(answer);
             }
+            Command::PublishMember { id, client, grpc } => {
+                let answer = self.stage_publication(*id, client, grpc.as_deref());
+                self.advance(index, term);
+                return Ok(answer);
+            }
             Command::Compact { revision } => self
                 .mvcc
                 .compact(&mut self.mvcc_staging, *revision)
@@ -668,6 +673,31 @@ impl StateMachine {
             }
             Err(failure) => Err(failure.into()),
         }
+    }
+
+    /// Stages a member's own client addresses; a member that is no longer
+    /// in the cluster (removed meanwhile) is refused, the same on every
+    /// node.
+    fn stage_publication(
+        &mut self,
+        id: u64,
+        client: &str,
+        grpc: Option<&str>,
+    ) -> Result<Applied, String> {
+        let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
+        let Some(member) = members.get_mut(&id) else {
+            return Err(format!(
+                "member {id} is not in the cluster; nothing published"
+            ));
+        };
+        member.client = client.to_string();
+        member.grpc = grpc.map(str::to_string);
+        let json = serde_json::to_vec(&*member).unwrap_or_default();
+        self.staged.batch.put(member_key(id), json);
+        Ok(Applied {
+            revision: self.mvcc.staged_revision().max(0) as u64,
+            response: Some(CommandResponse::Published),
+        })
     }
 
     /// Stages the revoke of lease `id`: its keys deleted in one transaction

@@ -598,3 +598,47 @@ async fn metcdctl_puts_gets_and_lists_members_through_any_endpoint() {
     );
     assert!(members.0 && members.1.contains("(leader)"), "{members:?}");
 }
+
+/// etcd's MemberAdd knows only the peer address; the member publishes where
+/// its clients reach it once it runs (through Raft), and `member list` on
+/// every node then shows it, as etcd's does after the member starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_added_by_its_peer_address_publishes_its_client_addresses() {
+    let mut cluster = Cluster::start(3, "memory", &["--tick-ms", "50"]).await;
+    cluster.wait_leader().await;
+    let (peer, _client) = cluster.add_joiner(4);
+    let mut etcd = etcd_client::Client::connect([cluster.node(1).grpc.clone()], None)
+        .await
+        .unwrap();
+    let added = etcd
+        .member_add(
+            [format!("http://{peer}")],
+            Some(etcd_client::MemberAddOptions::new().with_is_learner()),
+        )
+        .await
+        .unwrap();
+    let member = added.member().unwrap();
+    assert_eq!(member.id(), 4);
+    assert!(member.client_urls().is_empty(), "{member:?}");
+    let index = cluster.nodes.len() - 1;
+    cluster.spawn(index);
+    let wanted = vec![format!("http://{}", cluster.node(4).grpc)];
+    let endpoints: Vec<String> = (1..=3).map(|id| cluster.node(id).grpc.clone()).collect();
+    for endpoint in endpoints {
+        let wanted = wanted.clone();
+        eventually("node 4's client address in every member list", 100, || {
+            let endpoint = endpoint.clone();
+            let wanted = wanted.clone();
+            async move {
+                let mut client = etcd_client::Client::connect([endpoint], None).await.ok()?;
+                let list = client.member_list().await.ok()?;
+                list.members()
+                    .iter()
+                    .find(|m| m.id() == 4)
+                    .filter(|m| m.client_urls() == wanted.as_slice())
+                    .map(|_| ())
+            }
+        })
+        .await;
+    }
+}

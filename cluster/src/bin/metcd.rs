@@ -271,6 +271,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cluster_token: args.initial_cluster_token.clone(),
         cluster_id,
         lab_break: args.lab_break,
+        publish: Some(cluster::raft::publish::Publication {
+            client: listen_client.to_string(),
+            grpc: args.listen_grpc.map(|a| a.to_string()),
+        }),
     };
     let node = cluster::raft::start(config, tokio::runtime::Handle::current(), peer_listener)
         .with_context(|| format!("starting node {} in {}", args.id, data_dir.display()))?;

@@ -251,6 +251,10 @@ pub fn start(
         snapshot_build: None,
         snapshot_waiters: Vec::new(),
         lab_break: config.lab_break,
+        publisher: super::publish::Publisher {
+            wanted: config.publish.clone(),
+            last: None,
+        },
         sm,
     };
     if let Some(broken) = config.lab_break {

@@ -88,6 +88,9 @@ pub struct NodeConfig {
     pub cluster_id: Option<ClusterId>,
     /// A deliberate bug for the book's "break it" labs; `None` otherwise.
     pub lab_break: Option<super::lab_break::LabBreak>,
+    /// The addresses this member listens on, published through Raft where
+    /// its member record lacks them (see `publish`).
+    pub publish: Option<super::publish::Publication>,
 }
 
 /// Why a write was not applied, or why its outcome is not known.

@@ -72,6 +72,7 @@ pub mod identity;
 pub mod lab_break;
 mod membership;
 mod pending;
+pub mod publish;
 mod ready_loop;
 pub mod snapshot_file;
 mod snapshot_policy;
@@ -129,4 +130,6 @@ struct Node {
     /// A deliberate bug for the book's labs (`--lab-break`); `None` always
     /// but in a lab.
     lab_break: Option<lab_break::LabBreak>,
+    /// This member's addresses, to publish where its record lacks them.
+    publisher: publish::Publisher,
 }

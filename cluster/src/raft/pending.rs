@@ -433,6 +433,7 @@ mod tests {
             snapshot_build: None,
             snapshot_waiters: Vec::new(),
             lab_break: None,
+            publisher: Default::default(),
         };
         let mut harness = Harness {
             node,

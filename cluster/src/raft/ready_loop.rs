@@ -116,6 +116,7 @@ impl Node {
                     next_tick = Instant::now() + self.tick;
                 }
                 self.housekeeping();
+                self.publish_if_needed();
             }
             // One ReadIndex round for the reads drained above.
             self.issue_reads();
