@@ -19,6 +19,25 @@ ectl() {
     etcdctl --endpoints="$ENDPOINTS" --dial-timeout=2s --command-timeout=5s "$@"
 }
 
+# field NAME: one field of `etcdctl ... -w fields` read from stdin (the first
+# line naming it), its quotes removed.
+field() {
+    awk -v f="\"$1\"" '$1 == f { sub(/^[^:]*: */, ""); gsub(/^"|"$/, ""); print; exit }'
+}
+
+# key_field KEY NAME [get options]: one field of `etcdctl get KEY -w fields`.
+key_field() {
+    local key=$1 name=$2
+    shift 2
+    ectl get "$key" "$@" -w fields 2>/dev/null | field "$name"
+}
+
+# value KEY: the key's value, nothing when it is absent.
+value() { ectl get "$1" --print-value-only 2>/dev/null; }
+
+# names RANGE...: the last path elements of a range's keys, comma-separated.
+names() { ectl get "$@" --keys-only 2>/dev/null | grep . | sed 's|.*/||' | paste -sd, -; }
+
 # The cluster must answer before any grading, or every check would fail
 # for a reason that has nothing to do with the lab.
 require_cluster() {

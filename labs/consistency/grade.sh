@@ -14,19 +14,11 @@
 . "$(dirname "$0")/../lib.sh"
 require_cluster
 
-# field KEY NAME [get options]: one field of `etcdctl get -w fields`.
-field() {
-    local key=$1 name=$2
-    shift 2
-    ectl get "$key" "$@" -w fields 2>/dev/null |
-        awk -v f="\"$name\"" '$1 == f { sub(/^[^:]*: */, ""); gsub(/^"|"$/, ""); print; exit }'
-}
-
-x=$(field /labs/consistency/x Value)
-x_rev=$(field /labs/consistency/x ModRevision)
-s_value=$(field /labs/consistency/serializable/value Value)
-s_rev=$(field /labs/consistency/serializable/revision Value)
-linearizable=$(field /labs/consistency/linearizable Value)
+x=$(key_field /labs/consistency/x Value)
+x_rev=$(key_field /labs/consistency/x ModRevision)
+s_value=$(key_field /labs/consistency/serializable/value Value)
+s_rev=$(key_field /labs/consistency/serializable/revision Value)
+linearizable=$(key_field /labs/consistency/linearizable Value)
 
 expect_eq "/labs/consistency/x holds the newest write" "after" "$x"
 expect_eq "the serializable read at the cut-off member returned the stale value" "before" "$s_value"

@@ -9,10 +9,6 @@
 require_cluster
 
 UP=/apisix/upstreams/1
-field() { awk -F' : ' -v f="\"$1\"" '$1 == f && !done { print $2; done = 1 }'; }
-value() { ectl get "$1" --print-value-only 2>/dev/null; }
-# The last path elements of a range's keys, comma-separated.
-names() { ectl get "$@" --keys-only 2>/dev/null | grep . | sed 's|.*/||' | paste -sd, -; }
 revision_marker() { local r; r=$(value "$1"); [[ "$r" =~ ^[0-9]+$ ]] && echo "$r"; }
 
 # Step 1 and 5: the configuration, and the two administrators' edits.

@@ -9,7 +9,6 @@ bash "$here/reset.sh"
 . "$here/../lib.sh"
 set -e
 
-field() { awk -F' : ' -v f="\"$1\"" '$1 == f && !done { print $2; done = 1 }'; }
 UP=/apisix/upstreams/1
 
 # 1. The gateway's configuration, in APISIX's layout.

@@ -11,11 +11,6 @@ POD=/registry/pods/default/web-0
 NS=/registry/pods/default/
 NS_END=/registry/pods/default0
 
-# A field of `etcdctl -w fields` output (its first occurrence).
-field() { awk -F' : ' -v f="\"$1\"" '$1 == f && !done { print $2; done = 1 }'; }
-value() { ectl get "$1" --print-value-only 2>/dev/null; }
-# The names (last path element) of a range's keys, comma-separated.
-names() { ectl get "$@" --keys-only 2>/dev/null | grep . | sed 's|.*/||' | paste -sd, -; }
 
 # Steps 1-5: create if absent, update if unchanged, a stale update refused.
 fields=$(ectl get "$POD" -w fields 2>/dev/null)

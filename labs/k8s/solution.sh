@@ -10,8 +10,6 @@ set -e
 
 POD=/registry/pods/default/web-0
 
-# A field of `etcdctl -w fields` output, e.g. field ModRevision.
-field() { awk -F' : ' -v f="\"$1\"" '$1 == f && !done { print $2; done = 1 }'; }
 
 # 1. Create if absent: the compare holds only while the key does not exist.
 ectl txn <<TXN

@@ -15,18 +15,10 @@
 . "$(dirname "$0")/../lib.sh"
 require_cluster
 
-# field KEY NAME [get options]: one field of `etcdctl get -w fields`.
-field() {
-    local key=$1 name=$2
-    shift 2
-    ectl get "$key" "$@" -w fields 2>/dev/null |
-        awk -v f="\"$name\"" '$1 == f { sub(/^[^:]*: */, ""); gsub(/^"|"$/, ""); print; exit }'
-}
-
-resource=$(field /labs/locks/resource Value)
-refused=$(field /labs/locks/refused/holder-1 Value)
-resource_rev=$(field /labs/locks/resource ModRevision)
-refused_rev=$(field /labs/locks/refused/holder-1 ModRevision)
+resource=$(key_field /labs/locks/resource Value)
+refused=$(key_field /labs/locks/refused/holder-1 Value)
+resource_rev=$(key_field /labs/locks/resource ModRevision)
+refused_rev=$(key_field /labs/locks/refused/holder-1 ModRevision)
 holder2_key=$(sed -nE 's/^holder-2 key=([^ ]+) token=[0-9]+$/\1/p' <<<"$resource")
 token2=$(sed -nE 's/^holder-2 key=[^ ]+ token=([0-9]+)$/\1/p' <<<"$resource")
 token1=$(sed -nE 's/^token=([0-9]+) key=.*$/\1/p' <<<"$refused")
