@@ -11,7 +11,6 @@ POD=/registry/pods/default/web-0
 NS=/registry/pods/default/
 NS_END=/registry/pods/default0
 
-
 # Steps 1-5: create if absent, update if unchanged, a stale update refused.
 fields=$(ectl get "$POD" -w fields 2>/dev/null)
 version=$(field Version <<<"$fields")

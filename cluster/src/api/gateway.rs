@@ -71,7 +71,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::{MethodRouter, any};
 use base64::Engine as _;
 use etcd_client::proto::{
     PbCompactionRequest, PbCompactionResponse, PbCompare, PbDeleteRequest, PbDeleteResponse,
@@ -100,7 +100,7 @@ struct Gateway {
     config: ApiConfig,
 }
 
-/// The gateway's routes, under `/v3/kv/` and `/v3beta/kv/`.
+/// The gateway's routes, under `/v3/` and `/v3beta/`: the KV service and the lease part.
 pub fn router(node: NodeHandle, config: ApiConfig) -> Router {
     let api = GrpcApi::new(node, config);
     let gateway = Gateway {
@@ -108,28 +108,95 @@ pub fn router(node: NodeHandle, config: ApiConfig) -> Router {
         lease: Arc::new(LeaseService::new(api)),
         config,
     };
+    let put = || {
+        endpoint(
+            put_request,
+            |g, r| async move { g.kv.put(r).await },
+            put_response,
+        )
+    };
+    let range = || {
+        endpoint(
+            range_request,
+            |g, r| async move { g.kv.range(r).await },
+            range_response,
+        )
+    };
+    let delete = || {
+        endpoint(
+            delete_request,
+            |g, r| async move { g.kv.delete_range(r).await },
+            delete_response,
+        )
+    };
+    let txn = || {
+        endpoint(
+            txn_request,
+            |g, r| async move { g.kv.txn(r).await },
+            txn_response,
+        )
+    };
+    let compaction = || {
+        endpoint(
+            compaction_request,
+            |g, r| async move { g.kv.compact(r).await },
+            |r: &PbCompactionResponse| with_header(Map::new(), &r.header),
+        )
+    };
+    let grant = || {
+        endpoint(
+            lease_grant_request,
+            |g, r| async move { g.lease.lease_grant(r).await },
+            lease_grant_response,
+        )
+    };
+    let revoke = || {
+        endpoint(
+            lease_revoke_request,
+            |g, r| async move { g.lease.lease_revoke(r).await },
+            |r: &PbLeaseRevokeResponse| with_header(Map::new(), &r.header),
+        )
+    };
+    let keep_alive = || {
+        endpoint(
+            lease_keep_alive_request,
+            |g, r| async move {
+                let answer = g.lease.keep_alive_once(r.into_inner()).await?;
+                Ok(tonic::Response::new(answer))
+            },
+            lease_keep_alive_response,
+        )
+    };
+    let time_to_live = || {
+        endpoint(
+            lease_time_to_live_request,
+            |g, r| async move { g.lease.lease_time_to_live(r).await },
+            lease_time_to_live_response,
+        )
+    };
+    let leases = || {
+        endpoint(
+            lease_leases_request,
+            |g, r| async move { g.lease.lease_leases(r).await },
+            lease_leases_response,
+        )
+    };
     let mut router = Router::new();
     for prefix in ["/v3", "/v3beta"] {
         router = router
-            .route(&format!("{prefix}/kv/put"), any(put))
-            .route(&format!("{prefix}/kv/range"), any(range))
-            .route(&format!("{prefix}/kv/deleterange"), any(delete_range))
-            .route(&format!("{prefix}/kv/txn"), any(txn))
-            .route(&format!("{prefix}/kv/compaction"), any(compaction))
-            .route(&format!("{prefix}/lease/grant"), any(lease_grant))
-            .route(&format!("{prefix}/lease/revoke"), any(lease_revoke))
-            .route(&format!("{prefix}/kv/lease/revoke"), any(lease_revoke))
-            .route(&format!("{prefix}/lease/keepalive"), any(lease_keep_alive))
-            .route(
-                &format!("{prefix}/lease/timetolive"),
-                any(lease_time_to_live),
-            )
-            .route(
-                &format!("{prefix}/kv/lease/timetolive"),
-                any(lease_time_to_live),
-            )
-            .route(&format!("{prefix}/lease/leases"), any(lease_leases))
-            .route(&format!("{prefix}/kv/lease/leases"), any(lease_leases));
+            .route(&format!("{prefix}/kv/put"), put())
+            .route(&format!("{prefix}/kv/range"), range())
+            .route(&format!("{prefix}/kv/deleterange"), delete())
+            .route(&format!("{prefix}/kv/txn"), txn())
+            .route(&format!("{prefix}/kv/compaction"), compaction())
+            .route(&format!("{prefix}/lease/grant"), grant())
+            .route(&format!("{prefix}/lease/revoke"), revoke())
+            .route(&format!("{prefix}/kv/lease/revoke"), revoke())
+            .route(&format!("{prefix}/lease/keepalive"), keep_alive())
+            .route(&format!("{prefix}/lease/timetolive"), time_to_live())
+            .route(&format!("{prefix}/kv/lease/timetolive"), time_to_live())
+            .route(&format!("{prefix}/lease/leases"), leases())
+            .route(&format!("{prefix}/kv/lease/leases"), leases());
     }
     router.with_state(gateway)
 }
@@ -270,236 +337,23 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-async fn put(State(g): State<Gateway>, method: Method, headers: HeaderMap, body: Body) -> Response {
-    call(
-        &g,
-        method,
-        headers,
-        body,
-        put_request,
-        |g, r| async move { g.kv.put(r).await },
-        put_response,
-    )
-    .await
-}
-
-async fn range(
-    State(g): State<Gateway>,
-    method: Method,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    call(
-        &g,
-        method,
-        headers,
-        body,
-        range_request,
-        |g, r| async move { g.kv.range(r).await },
-        range_response,
-    )
-    .await
-}
-
-async fn delete_range(
-    State(g): State<Gateway>,
-    method: Method,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    call(
-        &g,
-        method,
-        headers,
-        body,
-        delete_request,
-        |g, r| async move { g.kv.delete_range(r).await },
-        delete_response,
-    )
-    .await
-}
-
-async fn txn(State(g): State<Gateway>, method: Method, headers: HeaderMap, body: Body) -> Response {
-    call(
-        &g,
-        method,
-        headers,
-        body,
-        txn_request,
-        |g, r| async move { g.kv.txn(r).await },
-        txn_response,
-    )
-    .await
-}
-
-async fn compaction(
-    State(g): State<Gateway>,
-    method: Method,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    call(
-        &g,
-        method,
-        headers,
-        body,
-        compaction_request,
-        |g, r| async move { g.kv.compact(r).await },
-        |r: &PbCompactionResponse| with_header(Map::new(), &r.header),
-    )
-    .await
-}
-
-async fn lease_grant(
-    State(g): State<Gateway>,
-    method: Method,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    call(
-        &g,
-        method,
-        headers,
-        body,
-        |map| {
-            let f = Fields::new(map, "LeaseGrantRequest", &["TTL", "ID"])?;
-            Ok(PbLeaseGrantRequest {
-                ttl: f.int64("TTL")?,
-                id: f.int64("ID")?,
-            })
-        },
-        |g, r| async move { g.lease.lease_grant(r).await },
-        |r: &PbLeaseGrantResponse| {
-            let body = Out(Map::new())
-                .int("ID", r.id)
-                .int("TTL", r.ttl)
-                .text("error", &r.error);
-            with_header(body.0, &r.header)
+/// One route of the gateway: any method to `call` (which takes POST only),
+/// with the message's JSON decoding, the service call and the encoding.
+fn endpoint<Req, Resp, Fut>(
+    decode: fn(&Map<String, Value>) -> Result<Req, Malformed>,
+    service: fn(Gateway, tonic::Request<Req>) -> Fut,
+    encode: fn(&Resp) -> Value,
+) -> MethodRouter<Gateway>
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>> + Send + 'static,
+{
+    any(
+        move |State(g): State<Gateway>, method: Method, headers: HeaderMap, body: Body| async move {
+            call(&g, method, headers, body, decode, service, encode).await
         },
     )
-    .await
-}
-
-fn lease_id_request(map: &Map<String, Value>, message: &'static str) -> Result<i64, Malformed> {
-    Fields::new(map, message, &["ID"])?.int64("ID")
-}
-
-async fn lease_revoke(
-    State(g): State<Gateway>,
-    method: Method,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    call(
-        &g,
-        method,
-        headers,
-        body,
-        |map| {
-            Ok(PbLeaseRevokeRequest {
-                id: lease_id_request(map, "LeaseRevokeRequest")?,
-            })
-        },
-        |g, r| async move { g.lease.lease_revoke(r).await },
-        |r: &PbLeaseRevokeResponse| with_header(Map::new(), &r.header),
-    )
-    .await
-}
-
-async fn lease_keep_alive(
-    State(g): State<Gateway>,
-    method: Method,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    call(
-        &g,
-        method,
-        headers,
-        body,
-        |map| {
-            Ok(PbLeaseKeepAliveRequest {
-                id: lease_id_request(map, "LeaseKeepAliveRequest")?,
-            })
-        },
-        |g, r| async move {
-            g.lease
-                .keep_alive_once(r.into_inner())
-                .await
-                .map(tonic::Response::new)
-        },
-        |r: &PbLeaseKeepAliveResponse| {
-            let body = Out(Map::new()).int("ID", r.id).int("TTL", r.ttl);
-            let mut result = Map::new();
-            result.insert("result".into(), with_header(body.0, &r.header));
-            Value::Object(result)
-        },
-    )
-    .await
-}
-
-async fn lease_time_to_live(
-    State(g): State<Gateway>,
-    method: Method,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    call(
-        &g,
-        method,
-        headers,
-        body,
-        |map| {
-            let f = Fields::new(map, "LeaseTimeToLiveRequest", &["ID", "keys"])?;
-            Ok(PbLeaseTimeToLiveRequest {
-                id: f.int64("ID")?,
-                keys: f.boolean("keys")?,
-            })
-        },
-        |g, r| async move { g.lease.lease_time_to_live(r).await },
-        |r: &PbLeaseTimeToLiveResponse| {
-            let keys = r
-                .keys
-                .iter()
-                .map(|k| Value::String(BASE64.encode(k)))
-                .collect();
-            let body = Out(Map::new())
-                .int("ID", r.id)
-                .int("TTL", r.ttl)
-                .int("grantedTTL", r.granted_ttl)
-                .list("keys", keys);
-            with_header(body.0, &r.header)
-        },
-    )
-    .await
-}
-
-async fn lease_leases(
-    State(g): State<Gateway>,
-    method: Method,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    call(
-        &g,
-        method,
-        headers,
-        body,
-        |map| {
-            Fields::new(map, "LeaseLeasesRequest", &[])?;
-            Ok(PbLeaseLeasesRequest {})
-        },
-        |g, r| async move { g.lease.lease_leases(r).await },
-        |r: &PbLeaseLeasesResponse| {
-            let leases = r
-                .leases
-                .iter()
-                .map(|l| Value::Object(Out(Map::new()).int("ID", l.id).0))
-                .collect();
-            with_header(Out(Map::new()).list("leases", leases).0, &r.header)
-        },
-    )
-    .await
 }
 
 // ------------------------------------------------------------ JSON in
@@ -959,6 +813,88 @@ fn txn_response(r: &PbTxnResponse) -> Value {
         .boolean("succeeded", r.succeeded)
         .list("responses", r.responses.iter().map(response_op).collect());
     with_header(body.0, &r.header)
+}
+
+// ------------------------------------------------------------ leases
+
+fn lease_grant_request(map: &Map<String, Value>) -> Result<PbLeaseGrantRequest, Malformed> {
+    let f = Fields::new(map, "LeaseGrantRequest", &["TTL", "ID"])?;
+    Ok(PbLeaseGrantRequest {
+        ttl: f.int64("TTL")?,
+        id: f.int64("ID")?,
+    })
+}
+
+fn lease_grant_response(r: &PbLeaseGrantResponse) -> Value {
+    let body = Out(Map::new())
+        .int("ID", r.id)
+        .int("TTL", r.ttl)
+        .text("error", &r.error);
+    with_header(body.0, &r.header)
+}
+
+fn lease_id(map: &Map<String, Value>, message: &'static str) -> Result<i64, Malformed> {
+    Fields::new(map, message, &["ID"])?.int64("ID")
+}
+
+fn lease_revoke_request(map: &Map<String, Value>) -> Result<PbLeaseRevokeRequest, Malformed> {
+    Ok(PbLeaseRevokeRequest {
+        id: lease_id(map, "LeaseRevokeRequest")?,
+    })
+}
+
+fn lease_keep_alive_request(
+    map: &Map<String, Value>,
+) -> Result<PbLeaseKeepAliveRequest, Malformed> {
+    Ok(PbLeaseKeepAliveRequest {
+        id: lease_id(map, "LeaseKeepAliveRequest")?,
+    })
+}
+
+/// A stream's message through the gateway: wrapped in `result`.
+fn lease_keep_alive_response(r: &PbLeaseKeepAliveResponse) -> Value {
+    let body = Out(Map::new()).int("ID", r.id).int("TTL", r.ttl);
+    let mut result = Map::new();
+    result.insert("result".into(), with_header(body.0, &r.header));
+    Value::Object(result)
+}
+
+fn lease_time_to_live_request(
+    map: &Map<String, Value>,
+) -> Result<PbLeaseTimeToLiveRequest, Malformed> {
+    let f = Fields::new(map, "LeaseTimeToLiveRequest", &["ID", "keys"])?;
+    Ok(PbLeaseTimeToLiveRequest {
+        id: f.int64("ID")?,
+        keys: f.boolean("keys")?,
+    })
+}
+
+fn lease_time_to_live_response(r: &PbLeaseTimeToLiveResponse) -> Value {
+    let keys = r
+        .keys
+        .iter()
+        .map(|k| Value::String(BASE64.encode(k)))
+        .collect();
+    let body = Out(Map::new())
+        .int("ID", r.id)
+        .int("TTL", r.ttl)
+        .int("grantedTTL", r.granted_ttl)
+        .list("keys", keys);
+    with_header(body.0, &r.header)
+}
+
+fn lease_leases_request(map: &Map<String, Value>) -> Result<PbLeaseLeasesRequest, Malformed> {
+    Fields::new(map, "LeaseLeasesRequest", &[])?;
+    Ok(PbLeaseLeasesRequest {})
+}
+
+fn lease_leases_response(r: &PbLeaseLeasesResponse) -> Value {
+    let leases = r
+        .leases
+        .iter()
+        .map(|l| Value::Object(Out(Map::new()).int("ID", l.id).0))
+        .collect();
+    with_header(Out(Map::new()).list("leases", leases).0, &r.header)
 }
 
 #[cfg(test)]
