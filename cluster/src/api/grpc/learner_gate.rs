@@ -36,7 +36,12 @@ const SERVED_BY_LEARNERS: [&str; 2] =
 /// not yet in the table, still joining, is not refused: etcd checks that
 /// the member exists first).
 pub fn is_learner(node: &NodeHandle) -> bool {
-    node.member(node.id).is_some_and(|m| m.learner)
+    // Every gRPC call asks: look, do not clone the member.
+    node.members
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&node.id)
+        .is_some_and(|m| m.learner)
 }
 
 /// The refusal for a call that needs a voting member.
