@@ -131,9 +131,9 @@ chaos *ARGS:
 bench-list:
     cargo run --release -p workloads --bin workbench -- list
 
-# Start a local 3-node metcd cluster (clients on 127.0.0.1:13379, 23379, 33379) on an engine; Ctrl-C stops all three.
-cluster engine="memory":
-    cluster/scripts/local-cluster.sh {{engine}}
+# Start a local 3-node metcd cluster (clients on 127.0.0.1:13379, 23379, 33379) on an engine; further arguments go to every node (just cluster redb --snapshot-every 10000); Ctrl-C stops all three.
+cluster engine="memory" *ARGS:
+    cluster/scripts/local-cluster.sh {{engine}} {{ARGS}}
 
 # Build the book and serve it on http://127.0.0.1:3000 (rebuilds on change; Ctrl-C stops).
 book PORT="3000":

@@ -2,7 +2,8 @@
 # Builds metcd and starts a 3-node local cluster on loopback:
 #   HTTP clients 127.0.0.1:13379, 23379, 33379; etcd gRPC (etcdctl) 127.0.0.1:12379, 22379, 32379;
 #   peers 127.0.0.1:13380, 23380, 33380.
-# Usage: cluster/scripts/local-cluster.sh [engine] (memory, redb, sled, rocksdb, fjall, bitcask; default memory)
+# Usage: cluster/scripts/local-cluster.sh [engine [metcd flags...]] (engine: memory, redb, sled, rocksdb,
+# fjall, bitcask; default memory); the flags go to every node, e.g. --snapshot-every 10000.
 # Data lives under ${METCD_DATA:-./data/cluster}/<engine>/n<id>; a restart reuses it (and
 # the cluster's token in <engine>/cluster-token; delete the directory for a new cluster).
 # Each node's log lines are prefixed with its name; its pid is in <data>/n<id>.pid;
@@ -10,6 +11,7 @@
 set -euo pipefail
 
 engine="${1:-memory}"
+shift || true
 data="${METCD_DATA:-./data/cluster}/${engine}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/metcd/target}"
 
@@ -47,7 +49,7 @@ for id in 1 2 3; do
         --listen-grpc "127.0.0.1:${id}2379" \
         --initial-cluster "$peers" --initial-cluster-clients "$clients" \
         --initial-cluster-grpc "$grpcs" \
-        --initial-cluster-token "$token" \
+        --initial-cluster-token "$token" "$@" \
         > >(sed -u "s/^/[n$id] /") 2>&1 &
     pids+=($!)
     echo $! > "$data/n$id.pid"

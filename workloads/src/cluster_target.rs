@@ -366,10 +366,12 @@ impl SpawnedCluster {
     pub fn settings(&self) -> String {
         format!(
             "metcd {} on {}, {} nodes on 127.0.0.1, default settings (tick 100 ms, election 10 \
-             ticks, snapshot every 10,000 entries, WAL fdatasync before every acknowledgement)",
+             ticks, snapshot every {} entries, WAL fdatasync before every acknowledgement; \
+             followers hand writes to the leader inside Raft; mimalloc)",
             env!("CARGO_PKG_VERSION"),
             self.engine.name(),
-            self.children.len()
+            self.children.len(),
+            cluster::raft::DEFAULT_SNAPSHOT_EVERY
         )
     }
 

@@ -114,6 +114,11 @@ pub struct ReplicationSummary {
     /// run phase, when the harness knows their pids (it started them).
     #[serde(default)]
     pub cpu_seconds: Option<f64>,
+    /// CPU seconds the harness itself (the load generator: its client
+    /// threads and their gRPC or HTTP stack) used over the same phase, on
+    /// the same machine: what the members could not have.
+    #[serde(default)]
+    pub client_cpu_seconds: Option<f64>,
 }
 
 impl ReplicationSummary {
@@ -158,6 +163,7 @@ impl ReplicationSummary {
                 .filter(|m| m.wal_fsyncs > 0)
                 .map(|m| m.wal_fsync_micros as f64 * 1e3 / m.wal_fsyncs as f64),
             cpu_seconds: members.iter().map(|m| m.cpu_seconds).sum::<Option<f64>>(),
+            client_cpu_seconds: None,
             members,
         }
     }

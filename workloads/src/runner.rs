@@ -73,7 +73,7 @@ use crate::distribution::{AcknowledgedCounter, KeyChooser, KeyFormat};
 use crate::error::{Result, WorkloadError};
 use crate::machine::{ProcessIo, process_io};
 use crate::progress::{Phase, PhaseLength};
-use crate::results::ReplicationSummary;
+use crate::results::{ReplicationSummary, process_cpu_seconds};
 use crate::spec::{DurabilityMode, Mix, WorkloadSpec};
 use crate::target::{Target, TargetStatus};
 
@@ -270,7 +270,12 @@ pub fn run_with(
     let io = || target.is_local().then(process_io).flatten();
     let before = io();
     let counters = target.counters_before_run()?;
+    let own_cpu = || process_cpu_seconds(std::process::id());
+    let client_cpu_before = own_cpu();
     let mut measurement = run_phase(spec, target, label, load)?;
+    let client_cpu = own_cpu()
+        .zip(client_cpu_before)
+        .map(|(a, b)| (a - b).max(0.0));
     target.sync()?;
     let after = io();
     let delta = |f: fn(&ProcessIo) -> u64| {
@@ -281,7 +286,12 @@ pub fn run_with(
     };
     measurement.device_write_bytes = delta(|io| io.write_bytes);
     measurement.device_read_bytes = delta(|io| io.read_bytes);
-    measurement.replication = target.replication_since(counters, measurement.writes)?;
+    measurement.replication = target
+        .replication_since(counters, measurement.writes)?
+        .map(|r| ReplicationSummary {
+            client_cpu_seconds: client_cpu,
+            ..r
+        });
     measurement.settle_after_load = settle_after_load;
     measurement.settle_after_run = settle(spec, target)?;
     measurement.status = target.status()?;

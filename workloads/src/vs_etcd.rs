@@ -405,14 +405,16 @@ fn comparison(out: &Path) -> Result<String> {
         md,
         "Each row: the round with the median throughput (min–max over rounds in brackets). \
          fsyncs/write: WAL fdatasyncs of all members per acknowledged write; CPU: seconds of all \
-         members' processes per 1,000 operations. ×etcd: throughput ratio to etcd's (above 1: metcd \
+         members' processes per 1,000 operations; client CPU: the same for the harness (the load \
+         generator, on the same two cores); both counted over the warm-up and the measured \
+         seconds and divided by the measured operations, so both read high by the same factor. ×etcd: throughput ratio to etcd's (above 1: metcd \
          faster) and p99 ratio (below 1: metcd's tail shorter).\n"
     );
     let _ = writeln!(
         md,
-        "| case | system | ops/s | p50 ms | p99 ms | p99.9 ms | fsyncs/write | CPU s/1k ops | ×etcd ops/s | ×etcd p99 |"
+        "| case | system | ops/s | p50 ms | p99 ms | p99.9 ms | fsyncs/write | CPU s/1k ops | client CPU s/1k ops | ×etcd ops/s | ×etcd p99 |"
     );
-    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for case_dir in case_dirs(out)? {
         let case = case_dir
             .file_name()
@@ -443,12 +445,15 @@ fn comparison(out: &Path) -> Result<String> {
             let fsyncs = replication
                 .and_then(|r| r.cluster_fsyncs_per_write)
                 .map_or("-".to_string(), |v| format!("{v:.3}"));
-            let cpu = replication
-                .and_then(|r| r.cpu_seconds)
-                .filter(|_| doc.run.operations > 0)
-                .map_or("-".to_string(), |c| {
-                    format!("{:.3}", c * 1000.0 / doc.run.operations as f64)
-                });
+            let per_1k = |seconds: Option<f64>| {
+                seconds
+                    .filter(|_| doc.run.operations > 0)
+                    .map_or("-".to_string(), |c| {
+                        format!("{:.3}", c * 1000.0 / doc.run.operations as f64)
+                    })
+            };
+            let cpu = per_1k(replication.and_then(|r| r.cpu_seconds));
+            let client_cpu = per_1k(replication.and_then(|r| r.client_cpu_seconds));
             let (ratio, tail) = match etcd {
                 Some(e) if name != "etcd" => (
                     format!(
@@ -464,7 +469,7 @@ fn comparison(out: &Path) -> Result<String> {
             };
             let _ = writeln!(
                 md,
-                "| {case} | {name} | {:.0} ({spread}) | {} | {} | {} | {fsyncs} | {cpu} | {ratio} | {tail} |",
+                "| {case} | {name} | {:.0} ({spread}) | {} | {} | {} | {fsyncs} | {cpu} | {client_cpu} | {ratio} | {tail} |",
                 doc.run.throughput_ops_per_sec,
                 ms(doc.overall.p50_ns),
                 ms(doc.overall.p99_ns),

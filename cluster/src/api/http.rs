@@ -112,7 +112,9 @@ use super::raft_call::{self, CallError, Effect};
 use super::read_query::{Consistency, ReadQuery, listing};
 use crate::mvcc::MvccError;
 use crate::raft::handle::Admission;
-use crate::raft::{MemberChange, NodeHandle, NodeStatus, Request, WriteError, WriteReply};
+use crate::raft::{
+    MemberChange, NodeHandle, NodeStatus, Proposer, Request, WriteError, WriteReply,
+};
 use crate::state_machine::{Command, Member};
 
 /// etcd's default maximum request size.
@@ -840,6 +842,7 @@ async fn propose_for(api: &Api, command: Command) -> Result<WriteReply, Response
         command,
         reply,
         queued,
+        proposer: Proposer::LeaderOnly,
     };
     let outcome = ask(api, request, answer, Effect::Write).await?;
     Ok(proposal.finish(outcome))
@@ -857,6 +860,7 @@ async fn propose(api: &Api, uri: &Uri, command: Command) -> Response {
         command,
         reply,
         queued,
+        proposer: Proposer::LeaderOnly,
     };
     match ask(api, request, answer, Effect::Write).await {
         Ok(outcome) => write_outcome(api, uri, proposal.finish(outcome)),

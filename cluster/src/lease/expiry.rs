@@ -22,7 +22,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::Lessor;
 use crate::command::Command;
-use crate::raft::handle::{Admission, NodeExit, Request, WriteReply};
+use crate::raft::handle::{Admission, NodeExit, Proposer, Request, WriteReply};
 
 /// Revokes proposed and not yet answered, at most.
 pub const MAX_IN_FLIGHT: usize = 16;
@@ -77,6 +77,7 @@ fn run(
                 command: Command::LeaseRevoke { id },
                 reply,
                 queued,
+                proposer: Proposer::LeaderOnly,
             };
             if requests.send(request).is_err() {
                 return;

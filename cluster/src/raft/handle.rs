@@ -61,6 +61,18 @@ pub enum NodeError {
     Panicked(String),
 }
 
+/// Applied entries between two snapshots unless `--snapshot-every` says
+/// otherwise: etcd's `--snapshot-count` default. A snapshot exports the
+/// whole engine, so at 10,000 (raftexample's figure, metcd's earlier
+/// default) the export thread took 9-11% of a member's CPU under 256-client
+/// puts (`results/vs-etcd/profile`); the cost is up to this many entries in
+/// memory and in the WAL, and their replay at a restart.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100_000;
+
+/// Entries kept behind a snapshot for a follower a little behind, unless
+/// `--keep-entries` says otherwise: etcd's snapshot catch-up entries.
+pub const DEFAULT_KEEP_ENTRIES: u64 = 5_000;
+
 /// How a node is run.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -130,6 +142,16 @@ pub enum MemberChange {
     Remove(u64),
 }
 
+/// Which members may propose a write (see [`Request::Propose`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proposer {
+    /// Only the leader: a follower answers [`WriteError::NotLeader`].
+    LeaderOnly,
+    /// Any member: a follower hands the entry to raft, which forwards it to
+    /// the leader in a `MsgProp`, as etcd's members do.
+    AnyMember,
+}
+
 /// What the Raft thread is asked to do.
 pub enum Request {
     /// A raft message from a peer.
@@ -139,6 +161,11 @@ pub enum Request {
         command: Command,
         reply: oneshot::Sender<WriteReply>,
         queued: Queued,
+        /// Who may propose it: on a follower, [`Proposer::AnyMember`] sends
+        /// the proposal to the leader inside Raft, while
+        /// [`Proposer::LeaderOnly`] answers `NotLeader` (the HTTP API
+        /// redirects; the lease expiry must not revoke from a former leader).
+        proposer: Proposer,
     },
     /// A linearizable read: answered once the read index is applied.
     ReadIndex {

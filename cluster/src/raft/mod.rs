@@ -62,9 +62,11 @@
 //! | [`snapshot_stream`] | a snapshot file streamed to a follower over its own connection |
 //! | [`transport`] | raft messages between peers over TCP, after a handshake that names cluster and members |
 //!
-//! A PUT enters in `api::http`, becomes a [`Request::Propose`] (handle), is
-//! proposed in `pending`, made durable and applied in `ready_loop`, written
-//! to the engine by `crate::state_machine`, and answered from `pending`.
+//! A PUT enters in `api::http` or `api::grpc::kv`, becomes a
+//! [`Request::Propose`] (handle), is proposed in `pending` (on a follower,
+//! raft forwards it to the leader in a `MsgProp`), made durable and applied
+//! in `ready_loop`, written to the engine by `crate::state_machine`, and
+//! answered from `pending` on the member that received it.
 
 pub mod boot;
 pub mod handle;
@@ -90,8 +92,8 @@ use raft::RawNode;
 
 pub use boot::{engine_dir, start};
 pub use handle::{
-    MemberChange, NodeConfig, NodeError, NodeExit, NodeHandle, NodeStatus, RaftView, Request,
-    WriteError, WriteReply,
+    DEFAULT_KEEP_ENTRIES, DEFAULT_SNAPSHOT_EVERY, MemberChange, NodeConfig, NodeError, NodeExit,
+    NodeHandle, NodeStatus, Proposer, RaftView, Request, WriteError, WriteReply,
 };
 
 use crate::state_machine::{Members, StateMachine};

@@ -22,6 +22,23 @@
 //! HTTP request timeout) is told "unknown" by the HTTP layer, and its waiter
 //! is forgotten at the next housekeeping.
 //!
+//! # Writes a follower received: keyed by proposal id
+//!
+//! A follower does not send a client's write to the leader as another gRPC
+//! call: it proposes it to its own raft, which forwards the entry to the
+//! leader in a `MsgProp` (batched with the other Raft messages to that
+//! peer), as etcd's members do. The follower cannot know the index the
+//! leader will give the entry, so the entry's `context` carries
+//! `(proposer member id, proposal id)` ([`proposal_context`]; ids start at
+//! the node's boot time in nanoseconds, so a restarted node never reuses
+//! one), and the waiter is parked under that id. When this member applies
+//! an entry whose context names it, the waiter gets the result its own
+//! apply produced, so a read on this member after the answer sees the
+//! write. A forwarded proposal the leader drops (it stepped down, or is
+//! transferring leadership) is never answered: its client times out with
+//! an unknown outcome, as etcd's "request timed out". A snapshot installed
+//! over the log answers every forwarded waiter "unknown".
+//!
 //! # Reads: one ReadIndex round per batch
 //!
 //! Linearizable reads are queued as they arrive. At most one ReadIndex round
@@ -36,7 +53,7 @@
 //! new context is needed: an answer to the old one could carry a read index
 //! older than the reads that joined.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use raft::ReadState;
@@ -44,13 +61,15 @@ use raft::StateRole;
 use tokio::sync::oneshot;
 
 use super::Node;
-use super::handle::{WriteError, WriteReply};
+use super::handle::{Proposer, WriteError, WriteReply};
 use super::lab_break::LabBreak;
 use crate::state_machine::Command;
 
-/// A client waiting for its proposal, parked under the entry's index.
+/// A client waiting for its proposal, parked under the entry's index (or,
+/// for a proposal forwarded to the leader, under its proposal id).
 pub(super) struct WriteWaiter {
-    /// The term raft gave the entry when it was proposed.
+    /// The term raft gave the entry when it was proposed (0 when forwarded:
+    /// the leader gives it).
     term: u64,
     reply: oneshot::Sender<WriteReply>,
     since: Instant,
@@ -80,6 +99,8 @@ pub(super) struct Pending {
     next_context: u64,
     /// Write and membership waiters by the index of their entry.
     writes: BTreeMap<u64, Vec<WriteWaiter>>,
+    /// Writes this follower forwarded to the leader, by proposal id.
+    forwarded: HashMap<u64, WriteWaiter>,
     /// Reads that arrived since the current round was issued.
     queued_reads: Vec<ReadWaiter>,
     round: Option<ReadRound>,
@@ -96,6 +117,7 @@ impl Pending {
         Pending {
             next_context: first_context,
             writes: BTreeMap::new(),
+            forwarded: HashMap::new(),
             queued_reads: Vec::new(),
             round: None,
             ready_reads: Vec::new(),
@@ -135,6 +157,24 @@ impl Pending {
         }
     }
 
+    /// Answers the waiter of the forwarded proposal `id`, if it still waits.
+    pub(super) fn settle_forwarded(&mut self, id: u64, reply: WriteReply) {
+        if let Some(waiter) = self.forwarded.remove(&id) {
+            let _ = waiter.reply.send(reply);
+        }
+    }
+
+    /// A snapshot replaced this node's log: a forwarded proposal may be in
+    /// it or not, and no entry will name it any more.
+    pub(super) fn forwarded_replaced_by_snapshot(&mut self) {
+        for (_, waiter) in self.forwarded.drain() {
+            let _ = waiter.reply.send(Err(WriteError::Unknown(
+                "this member installed a snapshot from the leader before it applied the write it                  forwarded; the write may or may not be applied, read the key to find out"
+                    .into(),
+            )));
+        }
+    }
+
     /// Waiters at or below `applied` that were not answered when their index
     /// was applied: the log was replaced past them by a snapshot, so this
     /// node cannot tell which entry was there.
@@ -151,6 +191,26 @@ impl Pending {
             ))));
         }
     }
+}
+
+/// The context of an entry a follower forwards: `proposer` member id and
+/// proposal id, both u64 little-endian.
+pub(super) fn proposal_context(proposer: u64, id: u64) -> Vec<u8> {
+    let mut context = Vec::with_capacity(16);
+    context.extend_from_slice(&proposer.to_le_bytes());
+    context.extend_from_slice(&id.to_le_bytes());
+    context
+}
+
+/// The (proposer, proposal id) of a forwarded entry's context; `None` for
+/// any other context (a leader's own proposals carry none).
+pub(super) fn forwarded_by(context: &[u8]) -> Option<(u64, u64)> {
+    let bytes = <[u8; 16]>::try_from(context).ok()?;
+    let (proposer, id) = bytes.split_at(8);
+    Some((
+        u64::from_le_bytes(proposer.try_into().ok()?),
+        u64::from_le_bytes(id.try_into().ok()?),
+    ))
 }
 
 fn overwritten(index: u64, proposed: u64, applied: u64) -> WriteError {
@@ -170,9 +230,18 @@ impl Node {
 
     // ANCHOR: propose
     /// Proposes a client write; the client is answered when it is applied.
-    pub(super) fn propose(&mut self, command: Command, reply: oneshot::Sender<WriteReply>) {
+    pub(super) fn propose(
+        &mut self,
+        command: Command,
+        reply: oneshot::Sender<WriteReply>,
+        proposer: Proposer,
+    ) {
         if self.raw.raft.state != StateRole::Leader {
-            let _ = reply.send(Err(self.not_leader()));
+            if proposer == Proposer::AnyMember && self.raw.raft.leader_id != 0 {
+                self.propose_through_leader(command, reply);
+            } else {
+                let _ = reply.send(Err(self.not_leader()));
+            }
             return;
         }
         // The proposer id in the entry is informational only (logs, tools):
@@ -181,6 +250,30 @@ impl Node {
         self.wait_for_apply(reply, proposed, |err| {
             WriteError::NotApplied(format!("raft dropped the proposal: {err}"))
         });
+    }
+
+    /// On a follower: raft sends the entry to the leader (`MsgProp`); the
+    /// client waits under a proposal id the entry carries in its context.
+    fn propose_through_leader(&mut self, command: Command, reply: oneshot::Sender<WriteReply>) {
+        let id = self.pending.new_context();
+        let context = proposal_context(self.id, id);
+        match self.raw.propose(context, command.encode(self.id)) {
+            Ok(()) => {
+                self.pending.forwarded.insert(
+                    id,
+                    WriteWaiter {
+                        term: 0,
+                        reply,
+                        since: Instant::now(),
+                    },
+                );
+            }
+            Err(err) => {
+                let _ = reply.send(Err(WriteError::NotApplied(format!(
+                    "raft could not forward the proposal to the leader: {err}"
+                ))));
+            }
+        }
     }
 
     /// After a proposal: the client waits for the entry raft just appended
@@ -303,6 +396,9 @@ impl Node {
         for waiters in self.pending.writes.values_mut() {
             waiters.retain(|w| live(w.since, w.reply.is_closed()));
         }
+        self.pending
+            .forwarded
+            .retain(|_, w| live(w.since, w.reply.is_closed()));
         self.pending.writes.retain(|_, waiters| !waiters.is_empty());
         self.pending
             .queued_reads
@@ -333,7 +429,7 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::super::Node;
-    use super::super::handle::{RaftView, WriteError, WriteReply};
+    use super::super::handle::{Proposer, RaftView, WriteError, WriteReply};
     use super::super::membership::bootstrap_entries;
     use super::super::snapshot_file::SnapshotDir;
     use super::super::storage::RaftStorage;
@@ -465,7 +561,8 @@ mod tests {
 
         fn put(&mut self, key: &str, value: &str) -> oneshot::Receiver<WriteReply> {
             let (reply, answer) = oneshot::channel();
-            self.node.propose(Command::put(key, value), reply);
+            self.node
+                .propose(Command::put(key, value), reply, Proposer::LeaderOnly);
             self.settle();
             answer
         }
@@ -510,6 +607,69 @@ mod tests {
         };
         entry.set_data(data.into());
         entry
+    }
+
+    /// A follower's write goes to the leader in raft's `MsgProp`, with this
+    /// member's proposal id in the entry's context, and its client is
+    /// answered when this member applies the entry the leader appended; an
+    /// entry another member forwarded under the same proposal id is not it.
+    /// With no leader known, nothing is proposed.
+    #[test]
+    fn a_write_forwarded_by_a_follower_is_answered_when_this_member_applies_it() {
+        let mut h = harness(&[1, 2]);
+        let (reply, mut answer) = oneshot::channel();
+        h.node
+            .propose(Command::put("k", "v"), reply, Proposer::AnyMember);
+        match answer.try_recv() {
+            Ok(Err(WriteError::NotLeader { leader: None })) => {}
+            other => panic!("expected not-leader with no leader known, got {other:?}"),
+        }
+
+        // Node 2 leads term 2: its (empty) append makes node 1 its follower.
+        let (index, term) = h.last();
+        h.append_from_2(term + 1, (index, term), vec![], index);
+        assert_eq!(h.node.raw.raft.leader_id, 2);
+        let (reply, mut answer) = oneshot::channel();
+        h.node
+            .propose(Command::put("k", "v"), reply, Proposer::AnyMember);
+        let id = *h
+            .node
+            .pending
+            .forwarded
+            .keys()
+            .next()
+            .expect("the write waits under its proposal id");
+        let sent = h
+            .node
+            .raw
+            .raft
+            .msgs
+            .iter()
+            .find(|m| m.get_msg_type() == MessageType::MsgPropose)
+            .expect("raft forwards the proposal to the leader");
+        assert_eq!(sent.to, 2);
+        assert_eq!(sent.entries[0].context, super::proposal_context(1, id));
+        h.settle();
+        assert!(answer.try_recv().is_err(), "not applied yet: must wait");
+
+        // Member 3's proposal under the same id is applied first: not ours.
+        let mut other = normal(index + 1, term + 1, Command::put("k", "x").encode(3));
+        other.context = super::proposal_context(3, id).into();
+        h.append_from_2(term + 1, (index, term), vec![other], index + 1);
+        assert_eq!(h.node.sm.applied_index(), index + 1);
+        assert!(
+            answer.try_recv().is_err(),
+            "another member's entry answered us"
+        );
+
+        let mut ours = normal(index + 2, term + 1, Command::put("k", "v").encode(1));
+        ours.context = super::proposal_context(1, id).into();
+        h.append_from_2(term + 1, (index + 1, term + 1), vec![ours], index + 2);
+        match answer.try_recv() {
+            Ok(Ok(_)) => {}
+            other => panic!("expected the applied answer, got {other:?}"),
+        }
+        assert!(h.node.pending.forwarded.is_empty());
     }
 
     /// Issue 9 item 1: a new leader's entry at the index of this node's

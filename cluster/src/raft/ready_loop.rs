@@ -46,6 +46,7 @@ use raft::{SnapshotStatus, StateRole, Storage};
 use super::Node;
 use super::handle::{NodeError, NodeStatus, RaftView, Request, WriteError, WriteReply};
 use super::lab_break::LabBreak;
+use super::pending::forwarded_by;
 use super::wal::WalRecord;
 use crate::state_machine::Command;
 
@@ -148,7 +149,12 @@ impl Node {
             }
             // The admission ticket (`queued`) is dropped once the request
             // is handled: it counts only requests waiting for this thread.
-            Request::Propose { command, reply, .. } => self.propose(command, reply),
+            Request::Propose {
+                command,
+                reply,
+                proposer,
+                ..
+            } => self.propose(command, reply, proposer),
             Request::ReadIndex { reply, .. } => self.read_index(reply),
             Request::ChangeMembership { change, reply, .. } => {
                 self.change_membership(change, reply)
@@ -255,12 +261,15 @@ impl Node {
 
     // ANCHOR: apply
     /// Applies committed entries in one engine batch, then answers the
-    /// clients that wait for them, matched by each entry's index and term.
+    /// clients that wait for them, matched by each entry's index and term
+    /// (or, for a write this member forwarded, by the proposal id in the
+    /// entry's context).
     pub(super) fn apply(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
         if entries.is_empty() {
             return Ok(());
         }
         let mut answered: Vec<(u64, u64, WriteReply)> = Vec::new();
+        let mut forwarded: Vec<(u64, WriteReply)> = Vec::new();
         for entry in &entries {
             if entry.index <= self.sm.applied_index() {
                 continue;
@@ -306,11 +315,18 @@ impl Node {
                     ))
                 }
             };
+            match forwarded_by(&entry.context) {
+                Some((proposer, id)) if proposer == self.id => forwarded.push((id, reply.clone())),
+                _ => {}
+            }
             answered.push((entry.index, entry.term, reply));
         }
         self.sm.commit()?;
         for (index, term, reply) in answered {
             self.pending.settle(index, term, reply);
+        }
+        for (id, reply) in forwarded {
+            self.pending.settle_forwarded(id, reply);
         }
         Ok(())
     }

@@ -74,6 +74,7 @@ impl Node {
         self.storage.log.wl().apply_snapshot(snapshot)?;
         let pairs = self.sm.install(index, term, &mut info.data()?)?;
         self.storage.set_snapshot(info.snapshot());
+        self.pending.forwarded_replaced_by_snapshot();
         self.last_snapshot = index;
         tracing::info!(
             index,

@@ -1,11 +1,13 @@
 //! A follower's leader-only calls, sent on to the leader.
 //!
-//! gRPC clients do not follow redirects, and etcd's clients send writes to
-//! whichever member they are connected to; so a member that does not lead
-//! forwards a write (and a membership change, a compaction, a leader
-//! transfer) to the leader's gRPC address, as the same call with the same
-//! message, and relays the answer or the error unchanged. One HTTP/2
-//! channel per leader address is kept and reused.
+//! gRPC clients do not follow redirects, and etcd's clients send requests
+//! to whichever member they are connected to. KV writes reach the leader
+//! inside Raft (`crate::raft::pending`); the calls that stay leader-only (a
+//! membership change, a compaction, a lease grant or revoke, a leader
+//! transfer) are forwarded by a follower to the leader's gRPC address, as
+//! the same call with the same message, and the answer or the error is
+//! relayed unchanged. One HTTP/2 channel per leader address is kept and
+//! reused.
 //!
 //! What a lost answer means: if the call fails before the leader could
 //! have received it (connecting failed), the write was certainly not

@@ -2,7 +2,11 @@
 //!
 //! Every write is checked here with etcd's rules before anything is sent
 //! (so a bad request gets etcd's `InvalidArgument` from any member), then
-//! served on the leader or forwarded to it ([`super::GrpcApi::route`]).
+//! proposed on the member that received it: on a follower, raft forwards
+//! the entry to the leader in a `MsgProp` and the client is answered when
+//! this member has applied it (see `crate::raft::pending`), as etcd does.
+//! Compact is leader-only and forwarded as a gRPC call
+//! ([`super::GrpcApi::route`]).
 //! Put and DeleteRange are proposed as one-operation transactions, so the
 //! store has one write path; the answer is unpacked back into the call's
 //! own response type.
@@ -29,6 +33,7 @@ use crate::mvcc::txn::{
     RequestOp, ResponseOp, TxnRequest, TxnResponse, validate_delete, validate_put, validate_range,
     validate_txn,
 };
+use crate::raft::Proposer;
 
 pub struct KvService {
     api: GrpcApi,
@@ -39,10 +44,13 @@ impl KvService {
         KvService { api }
     }
 
-    /// Proposes a write transaction on the leader; the revision it was
+    /// Proposes a write transaction from this member; the revision it was
     /// applied at and the store's answer.
     async fn apply(&self, txn: TxnRequest) -> Result<(i64, TxnResponse), Status> {
-        let applied = self.api.propose(Command::Txn(txn)).await?;
+        let applied = self
+            .api
+            .propose(Command::Txn(txn), Proposer::AnyMember)
+            .await?;
         match applied.response {
             Some(CommandResponse::Txn(response)) => Ok((applied.revision as i64, response)),
             _ => Err(Status::internal(
@@ -88,17 +96,6 @@ impl PbKvService for KvService {
         validate_put(&put).map_err(status::request)?;
         status::check_request_size(prost::Message::encoded_len(&pb))?;
         let op = RequestOp::Put(put);
-        if let Route::Leader(leader) = self.api.route()? {
-            return self
-                .api
-                .forward(
-                    &leader,
-                    "/etcdserverpb.KV/Put",
-                    pb,
-                    |r: &mut PbPutResponse| r.header.as_mut(),
-                )
-                .await;
-        }
         let (revision, mut answer) = self.apply(single(op)).await?;
         match answer.responses.pop() {
             Some(ResponseOp::Put(put)) => Ok(Response::new(etcd_wire::put_response_out(
@@ -116,17 +113,6 @@ impl PbKvService for KvService {
         let pb = request.into_inner();
         let delete = etcd_wire::delete_in(pb.clone());
         validate_delete(&delete).map_err(status::request)?;
-        if let Route::Leader(leader) = self.api.route()? {
-            return self
-                .api
-                .forward(
-                    &leader,
-                    "/etcdserverpb.KV/DeleteRange",
-                    pb,
-                    |r: &mut PbDeleteResponse| r.header.as_mut(),
-                )
-                .await;
-        }
         let (revision, mut answer) = self.apply(single(RequestOp::DeleteRange(delete))).await?;
         match answer.responses.pop() {
             Some(ResponseOp::DeleteRange(deleted)) => Ok(Response::new(
@@ -143,17 +129,6 @@ impl PbKvService for KvService {
         let txn = etcd_wire::txn_in(pb.clone()).map_err(status::wire)?;
         validate_txn(&txn).map_err(status::request)?;
         status::check_request_size(prost::Message::encoded_len(&pb))?;
-        if let Route::Leader(leader) = self.api.route()? {
-            return self
-                .api
-                .forward(
-                    &leader,
-                    "/etcdserverpb.KV/Txn",
-                    pb,
-                    |r: &mut PbTxnResponse| r.header.as_mut(),
-                )
-                .await;
-        }
         let (revision, answer) = self.apply(txn).await?;
         Ok(Response::new(etcd_wire::txn_response_out(
             answer,
@@ -179,9 +154,12 @@ impl PbKvService for KvService {
         }
         let applied = self
             .api
-            .propose(Command::Compact {
-                revision: pb.revision,
-            })
+            .propose(
+                Command::Compact {
+                    revision: pb.revision,
+                },
+                Proposer::LeaderOnly,
+            )
             .await?;
         Ok(Response::new(PbCompactionResponse {
             header: self.api.header(applied.revision as i64),

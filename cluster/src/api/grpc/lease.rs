@@ -32,6 +32,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{GrpcApi, Route};
 use crate::command::{Command, CommandResponse};
 use crate::lease::Renewal;
+use crate::raft::Proposer;
 
 /// Keep-alive answers buffered per stream before the reader waits.
 const KEEP_ALIVE_BUFFER: usize = 16;
@@ -111,7 +112,10 @@ impl PbLeaseService for LeaseService {
                 .await;
         }
         let id = leases.choose_id(pb.id);
-        let applied = self.api.propose(Command::LeaseGrant { id, ttl }).await?;
+        let applied = self
+            .api
+            .propose(Command::LeaseGrant { id, ttl }, Proposer::LeaderOnly)
+            .await?;
         match applied.response {
             Some(CommandResponse::LeaseGranted { id, ttl }) => {
                 Ok(Response::new(PbLeaseGrantResponse {
@@ -143,7 +147,10 @@ impl PbLeaseService for LeaseService {
                 )
                 .await;
         }
-        let applied = self.api.propose(Command::LeaseRevoke { id: pb.id }).await?;
+        let applied = self
+            .api
+            .propose(Command::LeaseRevoke { id: pb.id }, Proposer::LeaderOnly)
+            .await?;
         Ok(Response::new(PbLeaseRevokeResponse {
             header: self.api.header(applied.revision as i64),
         }))

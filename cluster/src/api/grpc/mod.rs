@@ -16,7 +16,7 @@
 //! | [`loopback`] | the member's client of its own API, which those two recipes use |
 //! | [`proto`] | code generated from `cluster/proto/` (Lock and Election) |
 //! | [`status`] | etcd's errors as gRPC codes and messages |
-//! | [`forward`] | a follower's writes sent on to the leader |
+//! | [`forward`] | a follower's leader-only calls sent on to the leader |
 //! | [`watch`] | the Watch service: one stream of watchers per call (`crate::watch`) |
 //!
 //! The Auth service is not served: a call to it is answered
@@ -25,13 +25,15 @@
 //! # One request, end to end
 //!
 //! A `Put` reaches any member. It is checked first (etcd's rules and
-//! messages, [`crate::mvcc::txn`]); then, if this member does not lead, it
-//! is forwarded unchanged to the leader's gRPC address, because gRPC
-//! clients do not follow redirects. On the leader it becomes a one-put
-//! transaction ([`crate::command`]), is proposed through the Raft thread
-//! ([`crate::api::raft_call`]) and answered once it is applied; the answer's
-//! header carries the cluster and member ids, the revision of the write
-//! and the Raft term.
+//! messages, [`crate::mvcc::txn`]), becomes a one-put transaction
+//! ([`crate::command`]) and is proposed through this member's Raft thread
+//! ([`crate::api::raft_call`]); gRPC clients do not follow redirects, so a
+//! follower's raft forwards the entry to the leader in a `MsgProp`, as
+//! etcd's does. The client is answered once this member has applied it;
+//! the answer's header carries the cluster and member ids, the revision of
+//! the write and the Raft term. The calls that stay leader-only (membership
+//! changes, compaction, lease grants and revokes, leader transfer) are sent
+//! to the leader's gRPC address unchanged ([`forward`]).
 //!
 //! A `Range` is served by the member it reaches: a linearizable one (the
 //! default) first obtains a read index through Raft and waits until this
@@ -63,7 +65,9 @@ use super::raft_call::{self, Effect};
 use crate::api::ApiConfig;
 use crate::command::{Applied, Command};
 use crate::raft::handle::Admission;
-use crate::raft::{MemberChange, NodeHandle, NodeStatus, Request, WriteError, WriteReply};
+use crate::raft::{
+    MemberChange, NodeHandle, NodeStatus, Proposer, Request, WriteError, WriteReply,
+};
 use crate::state_machine::Member;
 use forward::Forwarder;
 
@@ -190,9 +194,10 @@ impl GrpcApi {
             })
     }
 
-    /// Proposes `command` on this member (the leader) and waits until it
-    /// is applied.
-    pub async fn propose(&self, command: Command) -> Result<Applied, Status> {
+    /// Proposes `command` and waits until this member has applied it. With
+    /// [`Proposer::AnyMember`] a follower hands it to the leader inside Raft;
+    /// with [`Proposer::LeaderOnly`] it must be the leader.
+    pub async fn propose(&self, command: Command, proposer: Proposer) -> Result<Applied, Status> {
         let queued = raft_call::admit(&self.admission).map_err(status::call)?;
         let proposal = crate::metrics::Proposal::start();
         let (reply, answer) = oneshot::channel();
@@ -200,6 +205,7 @@ impl GrpcApi {
             command,
             reply,
             queued,
+            proposer,
         };
         let outcome: WriteReply = self.ask(request, answer, Effect::Write).await?;
         proposal.finish(outcome).map_err(status::write)
