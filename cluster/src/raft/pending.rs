@@ -169,7 +169,8 @@ impl Pending {
     pub(super) fn forwarded_replaced_by_snapshot(&mut self) {
         for (_, waiter) in self.forwarded.drain() {
             let _ = waiter.reply.send(Err(WriteError::Unknown(
-                "this member installed a snapshot from the leader before it applied the write it                  forwarded; the write may or may not be applied, read the key to find out"
+                "this member installed a snapshot from the leader before it applied the write it \
+                 forwarded; the write may or may not be applied, read the key to find out"
                     .into(),
             )));
         }
