@@ -13,7 +13,9 @@
 //! member's [`crate::watch::WatchHub`]; the response task takes the hub's
 //! messages for this stream, adds `prev_kv` (a store read at the event's
 //! revision - 1), splits a response into fragments when the watcher asked
-//! for them and the response exceeds etcd's request limit, and sends
+//! for them and the response exceeds etcd's request limit (and otherwise,
+//! above 3 MiB, into whole responses between revisions, which clients with a
+//! 4 MiB message limit can read: [`SPLIT_ABOVE`]), and sends
 //! progress notifications every `--watch-progress-notify-interval-ms` to
 //! watchers that asked for them and received nothing meanwhile. When the
 //! client stops reading, the response task waits on the gRPC send; the
@@ -277,10 +279,60 @@ fn responses(api: &GrpcApi, message: Outgoing) -> Vec<PbWatchResponse> {
             if fragment {
                 fragments(response, MAX_VALUE_BYTES)
             } else {
-                vec![response]
+                split_at_revisions(response, SPLIT_ABOVE)
             }
         }
     }
+}
+
+/// Encoded size above which an event response the watcher did not ask to
+/// fragment is sent as several whole responses, split between revisions.
+/// gRPC clients built on tonic (the `etcd-client` crate), grpc-java and
+/// others refuse a message over 4 MiB unless told otherwise, and a catch-up
+/// of up to 1,000 revisions (after a snapshot, or a slow watcher) can be far
+/// larger; etcd's Go client accepts up to 2 GiB, so etcd never needed this.
+const SPLIT_ABOVE: usize = 3 << 20;
+
+/// Splits an event response of `limit` encoded bytes or more into several
+/// responses, each under the limit where revisions allow (a revision's
+/// events stay together), in order. Every part but the last reports the
+/// last revision it carries as its header revision: the watcher has then
+/// been sent every event up to it, as a catch-up message of 1,000
+/// revisions does.
+fn split_at_revisions(response: PbWatchResponse, limit: usize) -> Vec<PbWatchResponse> {
+    if response.events.len() < 2 || response.encoded_len() < limit {
+        return vec![response];
+    }
+    let revision_of = |e: &PbEvent| e.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+    let mut template = response.clone();
+    template.events.clear();
+    let overhead = template.encoded_len();
+    let mut out: Vec<PbWatchResponse> = Vec::new();
+    let mut current = template.clone();
+    let mut bytes = overhead;
+    let mut events = response.events.into_iter().peekable();
+    while let Some(first) = events.next() {
+        // One revision's events, kept together.
+        let revision = revision_of(&first);
+        let mut group = vec![first];
+        while let Some(next) = events.next_if(|e| revision_of(e) == revision) {
+            group.push(next);
+        }
+        // Each event costs its encoding and a field header of a few bytes.
+        let size: usize = group.iter().map(|e| e.encoded_len() + 8).sum();
+        if !current.events.is_empty() && bytes + size >= limit {
+            let last = current.events.last().map_or(0, revision_of);
+            if let Some(header) = current.header.as_mut() {
+                header.revision = last;
+            }
+            out.push(std::mem::replace(&mut current, template.clone()));
+            bytes = overhead;
+        }
+        bytes += size;
+        current.events.extend(group);
+    }
+    out.push(current);
+    out
 }
 
 /// etcd's fragmentation: a response of at least `limit` bytes with more
@@ -323,6 +375,54 @@ mod tests {
             }),
             prev_kv: None,
         }
+    }
+
+    /// A large response is split between revisions, in order, each part
+    /// under the limit, every part but the last reporting its own last
+    /// revision; a small one is left alone.
+    #[test]
+    fn a_large_response_is_split_between_revisions() {
+        let at = |revision: i64, size: usize| {
+            let mut e = event(size);
+            if let Some(kv) = e.kv.as_mut() {
+                kv.mod_revision = revision;
+            }
+            e
+        };
+        let response = PbWatchResponse {
+            header: Some(etcd_client::proto::PbResponseHeader {
+                revision: 9,
+                ..Default::default()
+            }),
+            watch_id: 4,
+            events: vec![at(2, 400), at(2, 400), at(3, 400), at(5, 400), at(6, 400)],
+            ..PbWatchResponse::default()
+        };
+        let parts = split_at_revisions(response.clone(), 1000);
+        let revisions: Vec<Vec<i64>> = parts
+            .iter()
+            .map(|p| {
+                p.events
+                    .iter()
+                    .map(|e| e.kv.as_ref().unwrap().mod_revision)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(revisions, vec![vec![2, 2], vec![3, 5], vec![6]]);
+        let headers: Vec<i64> = parts
+            .iter()
+            .map(|p| p.header.as_ref().unwrap().revision)
+            .collect();
+        assert_eq!(headers, vec![2, 5, 9]);
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.encoded_len() < 1000 && p.watch_id == 4 && !p.fragment)
+        );
+        assert_eq!(
+            split_at_revisions(response.clone(), 1 << 20),
+            vec![response]
+        );
     }
 
     #[test]
