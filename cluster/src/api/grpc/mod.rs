@@ -115,7 +115,8 @@ impl GrpcApi {
         })
     }
 
-    /// Where a write goes: here on the leader, else to the leader.
+    /// Where a leader-only call (membership, compaction, lease grant and
+    /// revoke, leader transfer) goes: here on the leader, else to the leader.
     pub fn route(&self) -> Result<Route, Status> {
         let view = self.node.view();
         if view.is_leader {
